@@ -1,0 +1,124 @@
+"""Fixtures shared by every test package: real Redis, a real Celery worker process."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("WEBCHAT_REQUIRE_SERVICES") == "1"
+
+
+def _service_missing(what: str) -> None:
+    # CI sets WEBCHAT_REQUIRE_SERVICES=1 so a missing service fails loudly instead of skipping.
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (WEBCHAT_REQUIRE_SERVICES=1) but unreachable")
+    pytest.skip(f"{what} unreachable")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real Redis for Celery and Channels tests (a separate db number from the site's)."""
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        _service_missing(f"Redis at {url}")
+    return url
+
+
+def test_database_url(settings_dict: dict) -> str:
+    """The DATABASE_URL that points a subprocess at the test database pytest-django created."""
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
+
+
+class CeleryWorkerProcess:
+    """A real `celery worker` process against real Redis, killable like a production worker."""
+
+    def __init__(self, redis_url: str, database_url: str | None, queues: str, extra_env=None):
+        self.redis_url = redis_url
+        self.database_url = database_url
+        self.queues = queues
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = ROOT / "var" / f"test-worker-{os.getpid()}-{time.monotonic_ns()}.log"
+
+    def start(self, timeout: float = 30.0) -> "CeleryWorkerProcess":
+        env = dict(os.environ, REDIS_URL=self.redis_url, WEBCHAT_EMBEDDED_WORKER="0")
+        if self.database_url:
+            env["DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.queues,
+             "--pool", "threads", "--concurrency", "8", "-l", "INFO",
+             "-n", f"test-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited early:\n{self.log_path.read_text()}")
+            if " ready." in self.log_path.read_text():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker did not start:\n{self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if hasattr(self, "log"):
+            self.log.close()
+            self.log_path.unlink(missing_ok=True)
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def celery_worker_process(redis_url):
+    """Factory: start real worker processes; all are stopped at the end of the test."""
+    started: list[CeleryWorkerProcess] = []
+
+    def start(queues: str = "gpu,train,cpu", database_url: str | None = None, **extra_env):
+        worker = CeleryWorkerProcess(redis_url, database_url, queues, extra_env).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def redis_celery_app(redis_url: str):
+    """A Celery client app bound to the test Redis, sending by task name like the web side does."""
+    from celery import Celery
+
+    client = Celery("test-client", broker=redis_url, backend=redis_url)
+    client.conf.update(
+        task_serializer="json", accept_content=["json"], result_serializer="json",
+        broker_connection_retry_on_startup=True,
+    )
+    return client

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from webchat.health import healthz
+
+admin.site.site_header = "webchat curation"
+admin.site.site_title = "webchat admin"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("webchat.accounts.urls")),
+    path("healthz", healthz, name="healthz"),
+    path("", include("webchat.chat.urls")),
+]

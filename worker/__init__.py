@@ -1,0 +1,1 @@
+"""Celery app and tasks: the bridge between webchat/ and modeling/."""

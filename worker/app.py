@@ -1,0 +1,33 @@
+"""The Celery app, configured from Django settings (the CELERY_* names).
+
+Start a worker process with, e.g.:
+    celery -A worker.app worker -Q gpu --pool threads --concurrency 16   # generation
+    celery -A worker.app worker -Q train --concurrency 1                 # fine-tuning
+    celery -A worker.app worker -Q cpu                                   # augmentation, evaluation
+    celery -A worker.app beat                                            # schedules
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchat.settings")
+
+# Task modules, imported by the worker at start (the web side imports them when it enqueues).
+TASK_MODULES: list[str] = []
+
+app = Celery("webchat", include=TASK_MODULES)
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+@app.task(name="worker.ping", acks_late=True)
+def ping(payload: str = "pong") -> dict:
+    """Health ping: proves web -> broker -> worker -> result backend works.
+
+    Args:
+        payload: echoed back.
+
+    Returns:
+        The payload, the worker's hostname and pid.
+    """
+    return {"payload": payload, "pid": os.getpid(), "hostname": ping.request.hostname}
