@@ -342,3 +342,37 @@ def test_model_without_control_tokens_or_template_falls_back_to_plain_text(tmp_p
     learned = [i for i, m in zip(ids, mask) if m]
     assert learned == [*tok.encode(" Paris."), eot]
     assert eot not in fmt.render_prompt([{"role": "user", "content": "<|endoftext|>"}])
+
+
+# --------------------------------------------------------------------------------- command line
+
+
+def test_cli_streams_greedy_replies_turn_after_turn(tmp_path, monkeypatch, capsys, tok):
+    import io
+
+    import torch
+
+    from modeling.chat import main
+    from modeling.checkpoint import load_model, save_model
+    from modeling.generate import SamplingParams, stream
+    from modeling.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=64)
+    save_model(Transformer(config), tok, tmp_path / "m")
+    long_text = "What is the capital of France? " * 20
+    stdin = f"Hello there\n{long_text}\nhow are you\n/quit\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    main([str(tmp_path / "m"), "--temperature", "0", "--max-new-tokens", "6", "--system", "Hi"])
+    out = capsys.readouterr().out
+
+    model, tok2, _ = load_model(tmp_path / "m")
+    fmt = ChatFormat.for_model(tok2, tmp_path / "m")
+    params = SamplingParams(max_new_tokens=6, stop_token_ids=tuple(fmt.stop_token_ids))
+    history = [{"role": "system", "content": "Hi"}, {"role": "user", "content": "Hello there"}]
+    first = "".join(stream(model, tok2, fmt.render_prompt(history), params))
+    history += [{"role": "assistant", "content": first}, {"role": "user", "content": "how are you"}]
+    second = "".join(stream(model, tok2, fmt.render_prompt(history), params))
+    assert f"bot> {first}\n" in out and f"bot> {second}\n" in out
+    assert out.count("bot> ") == 2
+    assert "message too long" in out
