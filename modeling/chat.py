@@ -98,10 +98,9 @@ class ChatFormat:
             return ChatFormat(tokenizer)
         model_dir = Path(model_dir) if model_dir is not None else None
         config = _read_json(model_dir / "tokenizer_config.json") if model_dir else {}
-        token_strings = {
-            k: _token_content(v) for k, v in config.items() if k.endswith("_token") and v
-        }
-        token_strings = {k: v for k, v in token_strings.items() if v is not None}
+        # Template variables, as transformers passes its special_tokens_map: bos_token, eos_token...
+        token_strings = {k: _token_content(v) for k, v in config.items() if k.endswith("_token")}
+        token_strings = {k: v for k, v in token_strings.items() if v}
         stop_ids = _eos_token_ids(tokenizer, model_dir, token_strings.get("eos_token"))
         template = _chat_template(model_dir, config) if model_dir else None
         if template is not None:
