@@ -1,0 +1,819 @@
+"""Continuous batching: many generation requests share one model and one KV cache.
+
+The engine owns a KV cache with `max_batch_size` rows. Each scheduler iteration (`Engine.step`)
+1. drops cancelled requests (their rows are free before this step decodes anything),
+2. admits waiting requests in FIFO order while the batch size and the token budget allow,
+3. prefills the admitted prompts in one right-padded batch and samples their first token,
+4. runs one decode step for every running row, each row with its own sampling parameters, seed,
+   stop rules and max tokens, and frees the rows that finished.
+
+Running rows are kept packed at the front of the cache (a finished row is filled by moving the
+last row into it), so a decode step costs as many rows as are running, not `max_batch_size`.
+
+The engine works on token ids; the tokenizer is used only to turn tokens into text deltas and to
+check stop strings. It knows nothing about Django or Celery. Typical use from many threads:
+
+    engine = Engine(model, tokenizer, max_batch_size=16)
+    engine.start()                                   # background scheduler thread
+    handle = engine.submit(Request(prompt_ids, SamplingParams(max_new_tokens=64)))
+    for event in handle:                             # Delta ... Delta, Finished
+        ...
+
+Without `start()`, iterating a handle drives `step()` itself, which is handy in tests and
+scripts. `EngineRouter` adds model versioning: `swap_model` sends new requests to a new engine
+while the old one finishes what it already accepted.
+
+Beam search (`num_beams > 1`) does not batch with sampling: such a request is served outside
+the batch by `modeling.generate.generate` in a side thread (one beam request at a time) and its
+text arrives as a single delta when the search ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from modeling.generate import (
+    IncrementalDecoder,
+    SamplingParams,
+    generate,
+    make_generator,
+    process_logits,
+    select_tokens,
+)
+
+logger = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass
+class Request:
+    """One generation request.
+
+    Args:
+        prompt_ids: prompt token ids (at least one).
+        params: sampling parameters, validated on submit.
+        request_id: caller's id, echoed on every event (a random hex id by default).
+        should_cancel: optional callable polled once per engine step while the request waits or
+            runs; returning True cancels it. Keep it cheap (a flag read, not a network call per
+            step). An exception raised by it finishes this request with "error".
+    """
+
+    prompt_ids: list[int]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    should_cancel: Callable[[], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New output of one request. One per generated token, except stop tokens.
+
+    `text` may be "" (an incomplete UTF-8 character, or text held back because it could be the
+    start of a stop string); concatenating every delta's text gives `Finished.text` exactly.
+    """
+
+    request_id: str
+    text: str
+    token_id: int | None  # the token sampled this step; None for a final flush of held text
+    index: int  # number of tokens generated so far, this one included
+    time: float  # time.perf_counter() when the token was sampled
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last event of a request."""
+
+    request_id: str
+    finish_reason: FinishReason
+    text: str  # the whole output, stop string excluded; equals the concatenated deltas
+    token_ids: tuple[int, ...]  # every sampled token, a final stop token included
+    prompt_tokens: int
+    completion_tokens: int
+    queue_time: float  # seconds from submit to admission into the batch
+    time_to_first_token: float | None  # seconds from submit to the first sampled token
+    duration: float  # seconds from submit to finish
+    step: int  # engine step counter when the request finished (its row is free from then on)
+    time: float  # time.perf_counter() at finish
+    model_version: str | None = None
+    error: str | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of generation time (admission to finish)."""
+        busy = self.duration - self.queue_time
+        return self.completion_tokens / busy if busy > 0 else 0.0
+
+
+Event = Delta | Finished
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one `Engine.step` did."""
+
+    admitted: int  # requests prefilled this step
+    decoded: int  # rows that ran the decode forward this step
+    finished: int  # requests that finished this step (any reason)
+    running: int  # rows occupied after the step
+    waiting: int  # requests still waiting after the step
+
+
+class RequestHandle:
+    """The caller's side of a submitted request: a blocking stream of events.
+
+    Iterating yields `Delta` events and then one `Finished`. Safe to use from any thread; each
+    handle should be consumed by one thread.
+    """
+
+    def __init__(self, engine: Engine, seq: _Sequence):
+        self._engine = engine
+        self._seq = seq
+        self._events: collections.deque[Event] = collections.deque()
+        self._cond = threading.Condition()
+        self._finished: Finished | None = None
+        self._cancelled = False
+
+    @property
+    def request_id(self) -> str:
+        """The request's id."""
+        return self._seq.request.request_id
+
+    @property
+    def model_version(self) -> str | None:
+        """Version label of the engine serving this request."""
+        return self._engine.version
+
+    @property
+    def done(self) -> bool:
+        """True once the `Finished` event has been produced."""
+        return self._finished is not None
+
+    def cancel(self) -> None:
+        """Ask the engine to stop this request; its row is freed at the engine's next step."""
+        self._cancelled = True
+        self._engine._wake()
+
+    def queue_position(self) -> int:
+        """Returns 0 once admitted (running or finished), else k >= 1: k-th in the waiting line."""
+        return self._engine._queue_position(self._seq)
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """Next event, blocking up to `timeout` seconds (None: forever); None on timeout.
+
+        When the engine has no background thread, waiting drives `engine.step()` instead.
+        """
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while True:
+            with self._cond:
+                if self._events:
+                    return self._events.popleft()
+                if self._engine._thread_alive():
+                    remaining = None if deadline is None else deadline - time.perf_counter()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+                    continue
+            if deadline is not None and time.perf_counter() >= deadline:
+                return None
+            if self.done and not self._events:
+                return None
+            self._engine.step()
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            event = self.get()
+            if event is None:  # only reachable after Finished was consumed
+                return
+            yield event
+            if isinstance(event, Finished):
+                return
+
+    def result(self, timeout: float | None = None) -> Finished:
+        """Block until the request finishes and return its `Finished` event (deltas are dropped).
+
+        Raises:
+            TimeoutError: if it has not finished within `timeout` seconds.
+        """
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while self._finished is None:
+            remaining = None if deadline is None else deadline - time.perf_counter()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"request {self.request_id} still running")
+            self.get(remaining)
+        return self._finished
+
+    def _put(self, event: Event) -> None:
+        with self._cond:
+            self._events.append(event)
+            if isinstance(event, Finished):
+                self._finished = event
+            self._cond.notify_all()
+
+
+class _Sequence:
+    """Engine-side state of one request."""
+
+    def __init__(self, request: Request, max_new: int, tokenizer, device: torch.device):
+        self.request = request
+        self.params = request.params
+        self.prompt_ids = [int(t) for t in request.prompt_ids]
+        self.max_new = max_new
+        self.cost = len(self.prompt_ids) + max_new  # what it holds of the token budget
+        self.generator = make_generator(self.params, device) if self.params.is_sampling else None
+        self.stop_ids = frozenset(self.params.stop_token_ids)
+        self.decoder = IncrementalDecoder(tokenizer, self.params.stop_strings)
+        self.token_ids: list[int] = []
+        self.slot: int | None = None  # cache row while running
+        self.done = False
+        self.handle: RequestHandle | None = None
+        self.submitted = time.perf_counter()
+        self.admitted: float | None = None
+        self.first_token: float | None = None
+
+
+def _row_view(cache, start: int, stop: int):
+    """A KVCache over rows [start, stop) of `cache` that shares its storage.
+
+    Writes through the view (new keys/values, lengths += n) land in `cache`, so a forward call can
+    run on just the running rows (decode) or on just the newly admitted ones (prefill in place).
+    Relies on KVCache keeping `k`, `v` as (n_layer, B, ...) and `lengths` as (B,) tensors.
+    """
+    view = copy.copy(cache)
+    view.k = cache.k[:, start:stop]
+    view.v = cache.v[:, start:stop]
+    view.lengths = cache.lengths[start:stop]
+    return view
+
+
+class Engine:
+    """Continuous-batching generation over one model.
+
+    Args:
+        model: a `modeling.model.Transformer` (any module with the same forward/new_cache API).
+        tokenizer: its tokenizer (for text deltas and stop strings).
+        max_batch_size: most requests decoding at once (rows of the KV cache).
+        max_tokens: token budget: the sum of prompt + max_new_tokens over running requests may
+            not exceed it; None means max_batch_size * max_seq_len (no extra limit).
+        max_seq_len: longest prompt + output per request (KV cache length); defaults to, and is
+            capped at, `model.config.block_size`. max_new_tokens is clamped to fit.
+        version: label reported on handles and `Finished` events (the model version).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        max_batch_size: int = 16,
+        max_tokens: int | None = None,
+        max_seq_len: int | None = None,
+        version: str | None = None,
+    ):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        block = model.config.block_size
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.max_seq_len = min(max_seq_len or block, block)
+        self.max_tokens = max_tokens or max_batch_size * self.max_seq_len
+        self.version = version
+        self.device = next(model.parameters()).device
+        self.step_count = 0  # scheduler iterations so far
+        self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._rows: list[_Sequence] = []  # running requests; _rows[i].slot == i
+        self._cache = None  # (max_batch_size, max_seq_len) KVCache, allocated on first step
+        self._lock = threading.Lock()  # guards _waiting, _closed, _stopping, _drain, _beam_active
+        self._wakeup = threading.Condition(self._lock)
+        self._step_lock = threading.Lock()  # one scheduler iteration at a time
+        self._closed = False  # no new submissions
+        self._stopping = False  # background loop exits now
+        self._drain = False  # background loop exits once idle
+        self._thread: threading.Thread | None = None
+        self._beam_lock = threading.Lock()  # beam requests run one at a time
+        self._beam_active = 0
+
+    # ----------------------------------------------------------------- public API
+
+    def submit(self, request: Request) -> RequestHandle:
+        """Queue a request; thread-safe. Returns at once with its handle.
+
+        Args:
+            request: the request; its params are validated here.
+        Returns:
+            RequestHandle: stream of `Delta` events and a final `Finished`.
+        Raises:
+            ValueError: invalid params, empty prompt, prompt of max_seq_len tokens or more, or a
+                request that alone exceeds the token budget.
+            RuntimeError: the engine is closed (stopped, or draining after a model swap).
+        """
+        params = request.params
+        params.validate()
+        n_prompt = len(request.prompt_ids)
+        if n_prompt == 0:
+            raise ValueError("prompt_ids is empty: at least one token is needed")
+        if n_prompt >= self.max_seq_len:
+            raise ValueError(
+                f"prompt has {n_prompt} tokens; this engine allows at most "
+                f"{self.max_seq_len - 1} (max_seq_len {self.max_seq_len})"
+            )
+        max_new = min(params.max_new_tokens, self.max_seq_len - n_prompt)
+        if n_prompt + max_new > self.max_tokens:
+            raise ValueError(
+                f"request needs {n_prompt + max_new} tokens of budget (prompt + max_new_tokens); "
+                f"the engine has {self.max_tokens}"
+            )
+        seq = _Sequence(request, max_new, self.tokenizer, self.device)
+        seq.handle = RequestHandle(self, seq)
+        beam = params.num_beams > 1
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("engine is closed to new requests")
+            if beam:
+                self._beam_active += 1
+            else:
+                self._waiting.append(seq)
+            self._wakeup.notify_all()
+        if beam:
+            threading.Thread(target=self._run_beam, args=(seq,), daemon=True).start()
+        return seq.handle
+
+    @property
+    def num_running(self) -> int:
+        """Requests holding a cache row."""
+        return len(self._rows)
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests waiting for admission."""
+        return len(self._waiting)
+
+    @property
+    def tokens_in_use(self) -> int:
+        """Token budget held by running requests."""
+        return sum(s.cost for s in self._rows)
+
+    def is_idle(self) -> bool:
+        """True when nothing is waiting, running or searching beams."""
+        with self._lock:
+            return not self._waiting and not self._rows and not self._beam_active
+
+    def step(self) -> StepStats:
+        """One scheduler iteration: cancel, admit + prefill, decode one token per row, free rows.
+
+        Returns:
+            StepStats: counts for this iteration.
+        """
+        with self._step_lock, torch.inference_mode():
+            self.step_count += 1
+            finished = self._drop_cancelled()
+            admitted = self._admit()
+            finished += self._prefill(admitted)
+            decoded = len(self._rows)
+            finished += self._decode()
+            return StepStats(len(admitted), decoded, finished, len(self._rows), len(self._waiting))
+
+    def run_until_idle(self, max_steps: int | None = None) -> int:
+        """Sync mode: step until nothing waits or runs (beam requests excepted).
+
+        Args:
+            max_steps: stop after this many steps even if work is left.
+        Returns:
+            The number of steps taken.
+        """
+        n = 0
+        while (self._waiting or self._rows) and (max_steps is None or n < max_steps):
+            self.step()
+            n += 1
+        return n
+
+    def start(self) -> Engine:
+        """Run the scheduler loop in a daemon thread (idempotent). Returns self."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return self
+            if self._stopping:
+                raise RuntimeError("engine is stopped")
+            self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, drain: bool = True, wait: bool = True, timeout: float | None = None) -> None:
+        """Close the engine to new requests and end the background loop.
+
+        Args:
+            drain: finish every accepted request first (True), or cancel them all now (False).
+            wait: block until the loop thread has exited (without a thread and with drain, the
+                remaining work is stepped here).
+            timeout: most seconds to wait for the thread.
+        """
+        with self._lock:
+            self._closed = True
+            if drain:
+                self._drain = True
+            else:
+                self._stopping = True
+            self._wakeup.notify_all()
+            thread = self._thread
+        if thread is not None:
+            if wait:
+                thread.join(timeout)
+        elif drain and wait:
+            self.run_until_idle()
+        if not drain:
+            self._cancel_all()
+
+    # ----------------------------------------------------------------- scheduler
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not self._waiting and not self._rows:
+                    if self._drain and not self._beam_active:
+                        return
+                    self._wakeup.wait()
+                if self._stopping:
+                    return
+            try:
+                self.step()
+            except Exception:  # a bug in the engine itself: log it and keep serving
+                logger.exception("engine step failed")
+                time.sleep(0.01)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wakeup.notify_all()
+
+    def _thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _queue_position(self, seq: _Sequence) -> int:
+        with self._lock:
+            for i, s in enumerate(self._waiting):
+                if s is seq:
+                    return i + 1
+        return 0
+
+    def _drop_cancelled(self) -> int:
+        """Finish cancelled requests (waiting or running) and free their rows."""
+        n = 0
+        with self._lock:
+            waiting = list(self._waiting)
+        for s in waiting + self._rows:
+            try:
+                cancelled = s.handle._cancelled or bool(
+                    s.request.should_cancel and s.request.should_cancel()
+                )
+            except Exception as exc:
+                self._finish(s, "error", error=f"should_cancel raised {exc!r}")
+                n += 1
+                continue
+            if cancelled:
+                self._finish(s, "cancelled")
+                n += 1
+        if n:
+            with self._lock:
+                self._waiting = collections.deque(s for s in self._waiting if not s.done)
+            self._compact()
+        return n
+
+    def _admit(self) -> list[_Sequence]:
+        """Take waiting requests, in order, while rows and token budget last."""
+        admitted = []
+        with self._lock:
+            budget = self.max_tokens - self.tokens_in_use
+            # Strict FIFO: a large request at the head waits for room instead of being overtaken
+            # forever by small ones behind it.
+            while self._waiting and len(self._rows) + len(admitted) < self.max_batch_size:
+                if self._waiting[0].cost > budget:
+                    break
+                s = self._waiting.popleft()
+                budget -= s.cost
+                admitted.append(s)
+        now = time.perf_counter()
+        for s in admitted:
+            s.admitted = now
+        return admitted
+
+    def _prefill(self, seqs: list[_Sequence]) -> int:
+        """Prefill `seqs` in one right-padded batch straight into their rows; sample token 1."""
+        if not seqs:
+            return 0
+        if self._cache is None:
+            self._cache = self.model.new_cache(self.max_batch_size, self.max_seq_len, self.device)
+        n0 = len(self._rows)
+        for i, s in enumerate(seqs):
+            s.slot = n0 + i
+            self._rows.append(s)
+        lengths = [len(s.prompt_ids) for s in seqs]
+        T = max(lengths)
+        idx = torch.zeros(len(seqs), T, dtype=torch.long)  # (k, T), right-padded with id 0
+        for i, s in enumerate(seqs):
+            idx[i, : lengths[i]] = torch.tensor(s.prompt_ids)
+        ragged = min(lengths) != T
+        valid = torch.tensor(lengths, device=self.device) if ragged else None
+        try:
+            view = _row_view(self._cache, n0, n0 + len(seqs))
+            logits, _ = self.model(
+                idx.to(self.device), cache=view, valid_lengths=valid, last_only=True
+            )  # (k, 1, V)
+        except Exception as exc:
+            logger.exception("prefill failed")
+            for s in seqs:
+                self._finish(s, "error", error=f"prefill failed: {exc!r}")
+            self._compact()
+            return len(seqs)
+        return self._sample_and_accept(seqs, logits[:, -1])
+
+    def _decode(self) -> int:
+        """One decode forward over every running row, then sample and apply stop rules."""
+        rows = list(self._rows)
+        if not rows:
+            return 0
+        n = len(rows)
+        idx = torch.tensor([[s.token_ids[-1]] for s in rows], device=self.device)  # (n, 1)
+        try:
+            cache = self._cache if n == self.max_batch_size else _row_view(self._cache, 0, n)
+            logits, _ = self.model(idx, cache=cache, last_only=True)  # (n, 1, V)
+        except Exception as exc:
+            logger.exception("decode step failed")
+            for s in rows:
+                self._finish(s, "error", error=f"decode failed: {exc!r}")
+            self._compact()
+            return n
+        return self._sample_and_accept(rows, logits[:, -1])
+
+    def _select(self, seqs: list[_Sequence], logits: torch.Tensor) -> list[int | Exception]:
+        """Next token per row, each with its own params and generator, as generate() picks it.
+
+        Args:
+            seqs: the rows' sequences.
+            logits: (n, V) raw next-token scores.
+        Returns:
+            A token id per row, or the exception that row's processing raised.
+        """
+        params = [s.params for s in seqs]
+        if all(not p.is_sampling and p.repetition_penalty == 1.0 for p in params):
+            return logits.argmax(dim=-1).tolist()  # the common greedy batch: one op
+
+        def pick(rows: list[_Sequence], scores: torch.Tensor) -> list[int]:
+            ps = [s.params for s in rows]
+            seen = None
+            if any(p.repetition_penalty != 1.0 for p in ps):
+                seen = [s.prompt_ids + s.token_ids for s in rows]
+            processed = process_logits(scores, seen, ps)  # (n, V)
+            return select_tokens(processed, ps, [s.generator for s in rows]).tolist()
+
+        try:
+            return pick(seqs, logits)
+        except Exception:
+            # Find the culprit(s) row by row so one bad request cannot fail the others.
+            out: list[int | Exception] = []
+            for i, s in enumerate(seqs):
+                try:
+                    out.append(pick([s], logits[i : i + 1])[0])
+                except Exception as exc:
+                    out.append(exc)
+            return out
+
+    def _sample_and_accept(self, seqs: list[_Sequence], logits: torch.Tensor) -> int:
+        """Sample one token per sequence from `logits` (n, V), emit deltas, free finished rows."""
+        tokens = self._select(seqs, logits.float())
+        now = time.perf_counter()
+        n_finished = 0
+        for s, tok in zip(seqs, tokens):
+            if isinstance(tok, Exception):
+                logger.error("request %s: sampling failed: %r", s.request.request_id, tok)
+                self._finish(s, "error", error=f"sampling failed: {tok!r}")
+            else:
+                try:
+                    self._accept(s, tok, now)
+                except Exception as exc:
+                    logger.exception("request %s failed", s.request.request_id)
+                    self._finish(s, "error", error=repr(exc))
+            n_finished += s.done
+        self._compact()
+        return n_finished
+
+    def _accept(self, s: _Sequence, token: int, now: float) -> None:
+        """Record one sampled token: emit its text, apply stop token/strings and max tokens."""
+        if s.handle._cancelled:  # set during this step: drop the token, free the row now
+            self._finish(s, "cancelled")
+            return
+        s.token_ids.append(token)
+        if s.first_token is None:
+            s.first_token = now
+        if token in s.stop_ids:
+            self._finish(s, "stop")
+            return
+        text = s.decoder.push(token)
+        if s.decoder.stopped:
+            self._finish(s, "stop", last_delta=text)
+            return
+        if len(s.token_ids) >= s.max_new:
+            self._finish(s, "length", last_delta=text)
+            return
+        s.handle._put(Delta(s.request.request_id, text, token, len(s.token_ids), now))
+
+    def _finish(
+        self, s: _Sequence, reason: FinishReason, error: str | None = None, last_delta: str = ""
+    ) -> None:
+        """Send the last delta and `Finished`; the row is freed by the next `_compact`."""
+        if s.done:
+            return
+        s.done = True
+        now = time.perf_counter()
+        rid = s.request.request_id
+        if reason in ("stop", "length"):
+            # Text held back as a possible stop-string prefix turned out to be real output.
+            last_delta += s.decoder.flush()
+        # (cancelled/error: the output is exactly what was already sent)
+        if last_delta:
+            last_token = s.token_ids[-1] if s.token_ids else None
+            s.handle._put(Delta(rid, last_delta, last_token, len(s.token_ids), now))
+        admitted = s.admitted if s.admitted is not None else now
+        s.handle._put(
+            Finished(
+                request_id=rid,
+                finish_reason=reason,
+                text=s.decoder.final_text,
+                token_ids=tuple(s.token_ids),
+                prompt_tokens=len(s.prompt_ids),
+                completion_tokens=len(s.token_ids),
+                queue_time=admitted - s.submitted,
+                time_to_first_token=None if s.first_token is None else s.first_token - s.submitted,
+                duration=now - s.submitted,
+                step=self.step_count,
+                time=now,
+                model_version=self.version,
+                error=error,
+            )
+        )
+
+    def _compact(self) -> None:
+        """Free the rows of finished requests, moving rows from the end into the holes."""
+        if not any(s.done for s in self._rows):
+            return
+        alive = [s for s in self._rows if not s.done]
+        n = len(alive)
+        movers = [s for s in alive if s.slot >= n]  # rows past the new end
+        holes = [s.slot for s in self._rows if s.done and s.slot < n]
+        for hole, s in zip(holes, movers):
+            self._cache.copy_row_from(hole, self._cache, s.slot)
+            s.slot = hole
+        for b in range(n, len(self._rows)):
+            self._cache.reset_row(b)
+        for s in self._rows:
+            if s.done:
+                s.slot = None
+        self._rows = sorted(alive, key=lambda s: s.slot)
+
+    def _cancel_all(self) -> None:
+        with self._step_lock, torch.inference_mode():
+            with self._lock:
+                pending = list(self._waiting) + list(self._rows)
+                self._waiting.clear()
+            for s in pending:
+                self._finish(s, "cancelled")
+            self._compact()
+
+    # ----------------------------------------------------------------- beam search
+
+    def _run_beam(self, s: _Sequence) -> None:
+        """Serve a beam-search request outside the batch with `modeling.generate.generate`."""
+        try:
+            with self._beam_lock:
+                if s.handle._cancelled or self._stopping:
+                    self._finish(s, "cancelled")
+                    return
+                s.admitted = time.perf_counter()
+                params = dataclasses.replace(s.params, max_new_tokens=s.max_new)
+                check = s.request.should_cancel
+
+                def stop_now() -> bool:
+                    return s.handle._cancelled or bool(check and check())
+
+                with torch.inference_mode():
+                    ids = generate(
+                        self.model,
+                        s.prompt_ids,
+                        params,
+                        tokenizer=self.tokenizer,
+                        should_stop=stop_now,
+                    )
+                s.first_token = time.perf_counter()
+                s.token_ids = list(ids)
+                if stop_now():
+                    self._finish(s, "cancelled")
+                    return
+                text = "".join(s.decoder.push(t) for t in ids if t not in s.stop_ids)
+                stopped = s.decoder.stopped or bool(ids and ids[-1] in s.stop_ids)
+                reason: FinishReason = "stop" if stopped or len(ids) < s.max_new else "length"
+                self._finish(s, reason, last_delta=text)
+        except Exception as exc:
+            logger.exception("beam search failed")
+            self._finish(s, "error", error=f"beam search failed: {exc!r}")
+        finally:
+            with self._lock:
+                self._beam_active -= 1
+                self._wakeup.notify_all()
+
+
+class EngineRouter:
+    """Model versioning over engines: one engine per model version.
+
+    New requests go to the current engine. `swap_model` makes a new engine current and closes
+    the old one to new requests; the old engine finishes everything it already accepted (waiting
+    requests included) on the old model and is then dropped. Same submit/handle API as Engine.
+
+    Args:
+        model, tokenizer: the first model version.
+        version: its label (reported on events).
+        **engine_kwargs: passed to every Engine (max_batch_size, max_tokens, max_seq_len).
+    """
+
+    def __init__(self, model, tokenizer, version: str | None = None, **engine_kwargs):
+        self._engine_kwargs = engine_kwargs
+        self._lock = threading.Lock()
+        self._started = False
+        self._current = Engine(model, tokenizer, version=version, **engine_kwargs)
+        self._draining: list[Engine] = []
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that takes new requests."""
+        return self._current
+
+    @property
+    def version(self) -> str | None:
+        """Version label of the current model."""
+        return self._current.version
+
+    @property
+    def engines(self) -> list[Engine]:
+        """Current engine followed by old ones still finishing their requests."""
+        with self._lock:
+            self._draining = [e for e in self._draining if not e.is_idle()]
+            return [self._current, *self._draining]
+
+    def submit(self, request: Request) -> RequestHandle:
+        """Submit to the current model version (see `Engine.submit`)."""
+        with self._lock:
+            return self._current.submit(request)
+
+    def swap_model(self, model, tokenizer, version: str | None = None) -> Engine:
+        """Serve new requests with `model`; in-flight ones finish on the old model.
+
+        Returns:
+            Engine: the new current engine.
+        """
+        new = Engine(model, tokenizer, version=version, **self._engine_kwargs)
+        with self._lock:
+            old, self._current = self._current, new
+            if self._started:
+                new.start()
+            self._draining.append(old)
+        old.stop(drain=True, wait=False)  # closed to new requests; finishes what it has
+        return new
+
+    def start(self) -> EngineRouter:
+        """Run every engine's loop in the background. Returns self."""
+        with self._lock:
+            self._started = True
+            self._current.start()
+        return self
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop all engines (see `Engine.stop`)."""
+        for e in self.engines:
+            e.stop(drain=drain, timeout=timeout)
+
+    def step(self) -> list[StepStats]:
+        """Sync mode: one step of every engine that has work. Returns their stats."""
+        return [e.step() for e in self.engines if not e.is_idle()]
+
+    def run_until_idle(self) -> None:
+        """Sync mode: step until every engine is idle."""
+        while any(not e.is_idle() for e in self.engines):
+            self.step()
+
+    @property
+    def num_running(self) -> int:
+        """Running requests over all engines."""
+        return sum(e.num_running for e in self.engines)
+
+    @property
+    def num_waiting(self) -> int:
+        """Waiting requests over all engines."""
+        return sum(e.num_waiting for e in self.engines)

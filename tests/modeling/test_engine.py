@@ -1,0 +1,362 @@
+"""Continuous-batching engine: batching must not change outputs, and rows join/leave correctly.
+
+The reference for every request is `modeling.generate.generate` on the same prompt alone (batch 1,
+no padding). The tiny random model has its weights scaled up so its greedy output is varied text
+(not one repeated token) and its top-2 logit gaps are far above fp32 batching noise.
+"""
+
+import threading
+
+import pytest
+import torch
+
+from modeling import engine as engine_mod
+from modeling.engine import Delta, Engine, EngineRouter, Finished, Request
+from modeling.generate import SamplingParams, generate
+from modeling.model import ModelConfig, Transformer
+from modeling.tokenizer import Tokenizer
+
+TEXTS = [
+    f"the quick brown fox {i} jumps over the lazy dog, héllo wörld 😀 {i * 7}" for i in range(100)
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Tiny matmuls on a shared 2-core machine: a second OpenMP thread only spins and waits
+    # (20x slower under load), so these tests run single-threaded.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer.train(TEXTS, vocab_size=320)
+
+
+def make_model(tokenizer, seed=0, block_size=96):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        family="llama",
+        vocab_size=tokenizer.vocab_size,
+        block_size=block_size,
+        n_layer=2,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=64,
+    )
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(10.0)  # varied greedy text; see module docstring
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return make_model(tokenizer)
+
+
+def prompt(tokenizer, i, n):
+    """Prompt i, cut to n tokens (prompts of different lengths for ragged batches)."""
+    return tokenizer.encode(TEXTS[i])[:n]
+
+
+def drain(handle):
+    """All events of a handle (drives the engine in sync mode)."""
+    events = list(handle)
+    assert isinstance(events[-1], Finished)
+    assert all(isinstance(e, Delta) for e in events[:-1])
+    return events[:-1], events[-1]
+
+
+def test_greedy_output_is_identical_alone_and_in_a_batch_with_joins_and_leaves(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=3)
+    specs = [(0, 3, 12), (1, 9, 5), (2, 5, 20), (3, 14, 9), (4, 2, 15), (5, 11, 7), (6, 7, 18)]
+    handles = []
+    for i, (idx, n, max_new) in enumerate(specs):
+        p = SamplingParams(max_new_tokens=max_new)
+        handles.append(
+            (prompt(tokenizer, idx, n), p, engine.submit(Request(prompt(tokenizer, idx, n), p)))
+        )
+        if i % 2:  # requests arrive while others are mid-decode
+            engine.step()
+            engine.step()
+    moved = 0
+    while engine.num_running or engine.num_waiting:
+        slots = {id(s): s.slot for s in engine._rows}
+        engine.step()
+        moved += sum(1 for s in engine._rows if id(s) in slots and slots[id(s)] != s.slot)
+    assert moved > 0, "no row was compacted: the test did not exercise leaving mid-batch"
+    for p_ids, p, h in handles:
+        deltas, fin = drain(h)
+        assert list(fin.token_ids) == generate(model, p_ids, p)
+        assert fin.finish_reason == "length"
+        assert fin.completion_tokens == p.max_new_tokens
+        assert "".join(d.text for d in deltas) == fin.text
+
+
+def test_sampled_output_with_a_seed_is_identical_alone_and_batched(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=8)
+    params = [
+        SamplingParams(max_new_tokens=16, do_sample=True, temperature=0.8, seed=1),
+        SamplingParams(max_new_tokens=12, do_sample=True, top_k=20, seed=2),
+        SamplingParams(max_new_tokens=16, do_sample=True, top_p=0.8, temperature=1.3, seed=3),
+        SamplingParams(max_new_tokens=10, repetition_penalty=1.5),  # greedy with penalty
+        SamplingParams(max_new_tokens=14, do_sample=True, repetition_penalty=1.3, seed=4),
+        SamplingParams(max_new_tokens=16),  # plain greedy in the same batch
+    ]
+    prompts = [prompt(tokenizer, i, 4 + 2 * i) for i in range(len(params))]
+    handles = [engine.submit(Request(pr, p)) for pr, p in zip(prompts, params)]
+    for pr, p, h in zip(prompts, params, handles):
+        assert list(h.result().token_ids) == generate(model, pr, p)
+    # and the seed really matters: another seed gives another continuation
+    other = engine.submit(Request(prompts[0], SamplingParams(**{**params[0].to_dict(), "seed": 9})))
+    assert other.result().token_ids != handles[0].result().token_ids
+
+
+def test_stop_token_ends_the_request_and_is_not_rendered(model, tokenizer):
+    p_ids = prompt(tokenizer, 7, 6)
+    ref = generate(model, p_ids, SamplingParams(max_new_tokens=20))
+    stop = ref[6]
+    first = ref.index(stop)
+    engine = Engine(model, tokenizer)
+    deltas, fin = drain(
+        engine.submit(Request(p_ids, SamplingParams(max_new_tokens=20, stop_token_ids=(stop,))))
+    )
+    assert fin.finish_reason == "stop"
+    assert list(fin.token_ids) == ref[: first + 1]  # the stop token is counted, as HF does
+    assert fin.text == tokenizer.decode(ref[:first]).rstrip("\ufffd")  # no half character
+    assert "".join(d.text for d in deltas) == fin.text
+
+
+def test_stop_string_truncates_the_text_and_no_delta_shows_any_of_it(model, tokenizer):
+    p_ids = prompt(tokenizer, 8, 5)
+    full = tokenizer.decode(generate(model, p_ids, SamplingParams(max_new_tokens=30)))
+    stop = full[12:16]
+    cut = full.find(stop)
+    engine = Engine(model, tokenizer)
+    params = SamplingParams(max_new_tokens=30, stop_strings=(stop, "never-appears"))
+    deltas, fin = drain(engine.submit(Request(p_ids, params)))
+    assert fin.finish_reason == "stop"
+    assert fin.text == full[:cut]
+    assert "".join(d.text for d in deltas) == fin.text
+    assert list(fin.token_ids) == generate(model, p_ids, params, tokenizer=tokenizer)
+
+
+def test_max_new_tokens_is_clamped_to_the_engine_context(model, tokenizer):
+    engine = Engine(model, tokenizer, max_seq_len=20)
+    p_ids = prompt(tokenizer, 9, 15)
+    fin = engine.submit(Request(p_ids, SamplingParams(max_new_tokens=50))).result()
+    assert fin.finish_reason == "length" and fin.completion_tokens == 5
+    with pytest.raises(ValueError, match="at most 19"):
+        engine.submit(Request(list(range(10, 30))))
+    with pytest.raises(ValueError, match="temperature"):
+        engine.submit(Request(p_ids, SamplingParams(temperature=-1.0)))
+
+
+def test_cancel_frees_the_row_at_the_next_step(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=4)
+    flag = threading.Event()
+    handles = [
+        engine.submit(Request(prompt(tokenizer, i, 5), SamplingParams(max_new_tokens=40)))
+        for i in range(2)
+    ]
+    polled = engine.submit(
+        Request(
+            prompt(tokenizer, 2, 5), SamplingParams(max_new_tokens=40), should_cancel=flag.is_set
+        )
+    )
+    for _ in range(3):
+        engine.step()
+    assert engine.num_running == 3
+    streamed = list(iter(lambda: handles[0].get(timeout=0), None))
+    seen = "".join(e.text for e in streamed)
+    handles[0].cancel()
+    stats = engine.step()
+    assert stats.running == 2 and engine.num_running == 2
+    fin = handles[0].result()
+    assert fin.finish_reason == "cancelled" and fin.step == engine.step_count
+    assert fin.text == seen  # the saved text is exactly what was streamed
+    assert fin.completion_tokens == len(streamed) == 4  # step 1 prefills and decodes
+
+    flag.set()  # the should_cancel callable is polled every step as well
+    assert engine.step().running == 1
+    assert polled.result().finish_reason == "cancelled"
+    assert handles[1].done is False
+
+
+def test_cancelling_a_waiting_request_removes_it_from_the_queue(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=1)
+    hs = [
+        engine.submit(Request(prompt(tokenizer, i, 4), SamplingParams(max_new_tokens=8)))
+        for i in range(4)
+    ]
+    engine.step()
+    assert [h.queue_position() for h in hs] == [0, 1, 2, 3]
+    hs[1].cancel()
+    engine.step()
+    assert [h.queue_position() for h in hs] == [0, 0, 1, 2]
+    assert hs[1].result().finish_reason == "cancelled"
+    assert hs[1].result().time_to_first_token is None and hs[1].result().completion_tokens == 0
+
+
+def test_batch_size_and_token_budget_admit_in_fifo_order(model, tokenizer):
+    # budget 60: the 40-token request at the head must wait for room even though the
+    # 15-token ones behind it would fit; strict FIFO means nobody overtakes it.
+    engine = Engine(model, tokenizer, max_batch_size=3, max_tokens=60)
+    small = SamplingParams(max_new_tokens=10)
+    a = engine.submit(Request(prompt(tokenizer, 0, 5), small))  # cost 15
+    b = engine.submit(Request(prompt(tokenizer, 1, 5), SamplingParams(max_new_tokens=25)))  # 30
+    big = engine.submit(Request(prompt(tokenizer, 2, 10), SamplingParams(max_new_tokens=30)))  # 40
+    c = engine.submit(Request(prompt(tokenizer, 3, 5), small))  # 15
+    assert [h.queue_position() for h in (a, b, big, c)] == [1, 2, 3, 4]
+    engine.step()
+    assert engine.num_running == 2 and engine.tokens_in_use == 45
+    assert [h.queue_position() for h in (a, b, big, c)] == [0, 0, 1, 2]
+    while not a.done:  # a finishes: 30 in use, big (40) still does not fit
+        engine.step()
+    engine.step()
+    assert big.queue_position() == 1 and c.queue_position() == 2
+    while not b.done:
+        engine.step()
+    engine.step()  # b's row is free: big and c are admitted together (40 + 15 <= 60)
+    assert big.queue_position() == 0 and c.queue_position() == 0
+    assert engine.num_running == 2
+    engine.run_until_idle()
+    assert big.result().time_to_first_token > b.result().time_to_first_token
+    with pytest.raises(ValueError, match="budget"):
+        engine.submit(Request(list(range(10, 50)), SamplingParams(max_new_tokens=30)))
+
+
+def test_model_swap_sends_new_requests_to_the_new_model_while_old_ones_finish(tokenizer):
+    old_model, new_model = make_model(tokenizer, seed=0), make_model(tokenizer, seed=1)
+    router = EngineRouter(old_model, tokenizer, version="v1", max_batch_size=2)
+    p = SamplingParams(max_new_tokens=12)
+    p1, p2, p3 = (prompt(tokenizer, i, 6) for i in range(3))
+    running = router.submit(Request(p1, p))
+    waiting = [router.submit(Request(p2, p)), router.submit(Request(p2, p))]  # one must wait
+    router.step()
+    old_engine = router.engine
+    assert old_engine.num_waiting == 1
+    router.swap_model(new_model, tokenizer, version="v2")
+    fresh = router.submit(Request(p3, p))
+    assert router.version == "v2" and len(router.engines) == 2
+    with pytest.raises(RuntimeError, match="closed"):
+        old_engine.submit(Request(p3, p))
+    router.run_until_idle()
+    assert [e.version for e in router.engines] == ["v2"]  # the drained engine is dropped
+    for h, pr in [(running, p1), (waiting[0], p2), (waiting[1], p2)]:
+        fin = h.result()
+        assert fin.model_version == "v1" and list(fin.token_ids) == generate(old_model, pr, p)
+    fin = fresh.result()
+    assert fin.model_version == "v2" and list(fin.token_ids) == generate(new_model, p3, p)
+    assert generate(old_model, p3, p) != generate(new_model, p3, p)
+
+
+def test_model_swap_in_background_mode_finishes_in_flight_requests_on_the_old_model(tokenizer):
+    old_model, new_model = make_model(tokenizer, seed=0), make_model(tokenizer, seed=1)
+    router = EngineRouter(old_model, tokenizer, version="v1").start()
+    p = SamplingParams(max_new_tokens=30)
+    p1 = prompt(tokenizer, 4, 6)
+    before = router.submit(Request(p1, p))
+    assert isinstance(before.get(timeout=10), Delta)  # it is in flight
+    old_engine = router.engine
+    router.swap_model(new_model, tokenizer, version="v2")
+    after = router.submit(Request(p1, p))
+    assert list(before.result(timeout=30).token_ids) == generate(old_model, p1, p)
+    assert list(after.result(timeout=30).token_ids) == generate(new_model, p1, p)
+    old_engine._thread.join(timeout=10)
+    assert not old_engine._thread.is_alive()  # the old loop exits once drained
+    router.stop()
+
+
+def test_32_concurrent_requests_from_threads_all_complete_with_contiguous_text(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=8).start()
+    results: dict[int, tuple[list, Finished]] = {}
+    errors = []
+
+    def client(i):
+        try:
+            pr = prompt(tokenizer, i, 3 + i % 9)
+            h = engine.submit(
+                Request(pr, SamplingParams(max_new_tokens=6 + i % 11), request_id=str(i))
+            )
+            events = list(h)
+            results[i] = (pr, events)
+        except Exception as exc:  # surfaced below; a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    engine.stop()
+    assert not errors and len(results) == 32
+    for i, (pr, events) in results.items():
+        *deltas, fin = events
+        assert fin.request_id == str(i) and all(d.request_id == str(i) for d in deltas)
+        assert [d.index for d in deltas] == list(
+            range(1, len(deltas) + 1)
+        )  # nothing lost or doubled
+        assert "".join(d.text for d in deltas) == fin.text
+        assert list(fin.token_ids) == generate(model, pr, SamplingParams(max_new_tokens=6 + i % 11))
+
+
+def test_an_error_in_one_request_does_not_affect_the_others(model, tokenizer, monkeypatch):
+    real = engine_mod.process_logits
+
+    def flaky(logits, seen, params):
+        rows = params if isinstance(params, list) else [params]
+        if any(r.seed == 666 for r in rows):
+            raise RuntimeError("bad row")
+        return real(logits, seen, params)
+
+    monkeypatch.setattr(engine_mod, "process_logits", flaky)
+
+    def broken_check():
+        raise ConnectionError("redis down")
+
+    engine = Engine(model, tokenizer, max_batch_size=8)
+    good = SamplingParams(max_new_tokens=10, do_sample=True, seed=5)
+    prompts = [prompt(tokenizer, i, 5 + i) for i in range(4)]
+    ok = [engine.submit(Request(prompts[0], good)), engine.submit(Request(prompts[1]))]
+    bad_sample = engine.submit(Request(prompts[2], SamplingParams(do_sample=True, seed=666)))
+    bad_check = engine.submit(Request(prompts[3], should_cancel=broken_check))
+    engine.run_until_idle()
+    assert bad_sample.result().finish_reason == "error" and "bad row" in bad_sample.result().error
+    assert bad_check.result().finish_reason == "error" and "redis down" in bad_check.result().error
+    assert list(ok[0].result().token_ids) == generate(model, prompts[0], good)
+    assert list(ok[1].result().token_ids) == generate(model, prompts[1], SamplingParams())
+
+
+def test_beam_search_is_served_outside_the_batch(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=4).start()
+    p_ids = prompt(tokenizer, 5, 6)
+    beam = SamplingParams(max_new_tokens=10, num_beams=3)
+    h = engine.submit(Request(p_ids, beam))
+    other = engine.submit(Request(p_ids, SamplingParams(max_new_tokens=10)))
+    deltas, fin = drain(h)
+    ref = generate(model, p_ids, beam)
+    assert list(fin.token_ids) == ref and fin.text == tokenizer.decode(ref)
+    assert "".join(d.text for d in deltas) == fin.text
+    assert other.result(timeout=30).finish_reason == "length"
+    engine.stop()
+
+
+def test_stop_without_drain_cancels_everything(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=1)
+    hs = [
+        engine.submit(Request(prompt(tokenizer, i, 4), SamplingParams(max_new_tokens=50)))
+        for i in range(3)
+    ]
+    engine.step()
+    engine.stop(drain=False)
+    assert [h.result().finish_reason for h in hs] == ["cancelled"] * 3
+    assert engine.num_running == 0 and engine.num_waiting == 0
+    with pytest.raises(RuntimeError):
+        engine.submit(Request(prompt(tokenizer, 0, 4)))
