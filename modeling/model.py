@@ -383,8 +383,14 @@ class KVCache:
             index: (B',) int64 row indices; B' may differ from B.
         """
         index = torch.as_tensor(index, device=self.k.device)
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
+        if index.numel() == self.batch_size:
+            # the usual beam step: move only the used prefix, in place
+            end = int(self.lengths.max())
+            self.k[:, :, :, :end] = self.k[:, index, :, :end]
+            self.v[:, :, :, :end] = self.v[:, index, :, :end]
+        else:
+            self.k = self.k.index_select(1, index)
+            self.v = self.v.index_select(1, index)
         self.lengths = self.lengths.index_select(0, index)
 
     def reset_row(self, b: int):

@@ -204,3 +204,17 @@ def test_padding_of_a_nearly_full_row_does_not_overflow_the_cache():
     assert torch.allclose(logits[0, 0], full_logits(model, list(range(1, 10)) + [5]), atol=TOL)
     assert torch.allclose(logits[1, 2], full_logits(model, [1, 6, 7, 8]), atol=TOL)
     assert cache.lengths.tolist() == [10, 4]
+
+
+def test_reorder_with_the_same_batch_size_permutes_rows_in_place():
+    model = tiny("gpt2")
+    rows = [[1, 2, 3], [4, 5, 6, 7, 8], [9, 10]]
+    cache = model.new_cache(3, 16)
+    with torch.no_grad():
+        idx = torch.tensor([r + [0] * (5 - len(r)) for r in rows])
+        model(idx, cache=cache, valid_lengths=torch.tensor([3, 5, 2]))
+        cache.reorder([2, 0, 0])
+        logits, _ = model(torch.tensor([[20], [21], [22]]), cache=cache)
+    for i, ids in enumerate([rows[2] + [20], rows[0] + [21], rows[0] + [22]]):
+        assert torch.allclose(logits[i, 0], full_logits(model, ids), atol=TOL)
+    assert cache.lengths.tolist() == [3, 4, 4]
