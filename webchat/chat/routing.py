@@ -1,3 +1,9 @@
-"""Websocket URL patterns (the chat consumer is added by the chat issue)."""
+"""Websocket URL patterns (see docs/websocket.md for the protocol)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from webchat.chat.consumers import ChatConsumer
+
+websocket_urlpatterns = [
+    path("ws/chat/", ChatConsumer.as_asgi()),
+]

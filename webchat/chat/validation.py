@@ -1,0 +1,264 @@
+"""Checks on what users send (text, sampling parameters) and safe Markdown rendering.
+
+Every limit here is enforced on the server; the settings panel only mirrors the same ranges
+(they reach the page through `param_ranges()`), so a hand-written frame or API call gets the
+same answer as the page.
+"""
+
+from dataclasses import dataclass
+
+import nh3
+from django.conf import settings
+from markdown_it import MarkdownIt
+
+
+class ChatInputError(Exception):
+    """A request the server refuses, with a stable `code` and a sentence for the user."""
+
+    def __init__(self, code: str, detail: str, **extra):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    kind: type  # int or float
+    low: float
+    high: float
+    default: float
+    label: str
+
+
+# The sampling parameters a user may set, keyed as modeling.generate.SamplingParams names them.
+PARAMS: dict[str, NumberRange] = {
+    "temperature": NumberRange(float, 0.0, 2.0, 0.7, "Temperature"),
+    "top_p": NumberRange(float, 0.05, 1.0, 0.95, "Top-p"),
+    "top_k": NumberRange(int, 0, 1000, 50, "Top-k"),
+    "max_new_tokens": NumberRange(int, 1, 4096, 256, "Max tokens"),
+    "repetition_penalty": NumberRange(float, 0.5, 2.0, 1.1, "Repetition penalty"),
+    "num_beams": NumberRange(int, 1, 8, 1, "Beams"),
+    "length_penalty": NumberRange(float, 0.0, 3.0, 1.0, "Length penalty"),
+}
+SEED_MAX = 2**31 - 1
+
+
+def limits() -> dict:
+    """Site-wide limits (settings.WEBCHAT), with defaults for the keys it may not name."""
+    conf = getattr(settings, "WEBCHAT", {})
+    return {
+        "max_message_chars": conf.get("MAX_MESSAGE_CHARS", 4000),
+        "max_system_prompt_chars": conf.get("MAX_SYSTEM_PROMPT_CHARS", 4000),
+        "max_title_chars": 200,
+        "max_feedback_chars": conf.get("MAX_FEEDBACK_CHARS", 8000),
+        "max_active_generations": conf.get("MAX_ACTIVE_GENERATIONS_PER_USER", 1),
+        "rate_limit_per_minute": conf.get("RATE_LIMIT_PER_MINUTE", 20),
+        "max_tokens_per_reply": conf.get("MAX_TOKENS_PER_REPLY", 1024),
+        "max_frame_bytes": conf.get("MAX_FRAME_BYTES", 64 * 1024),
+    }
+
+
+def user_max_tokens(user) -> int:
+    """The cap on max_new_tokens for this user: staff may lower or raise it per user."""
+    profile = getattr(user, "profile", None)
+    cap = getattr(profile, "max_tokens_per_reply", None)
+    return int(cap) if cap else limits()["max_tokens_per_reply"]
+
+
+def param_ranges(max_tokens: int | None = None) -> dict:
+    """The ranges the settings panel shows, as JSON."""
+    ranges = {
+        name: {
+            "min": r.low,
+            "max": r.high,
+            "default": r.default,
+            "label": r.label,
+            "step": 1 if r.kind is int else 0.05,
+        }
+        for name, r in PARAMS.items()
+    }
+    if max_tokens is not None:
+        ranges["max_new_tokens"]["max"] = max_tokens
+        ranges["max_new_tokens"]["default"] = min(ranges["max_new_tokens"]["default"], max_tokens)
+    return ranges
+
+
+def _number(name: str, value, spec: NumberRange, high: float):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ChatInputError("invalid", f"{spec.label} ({name}) must be a number.", field=name)
+    if spec.kind is int and float(value) != int(value):
+        raise ChatInputError(
+            "invalid", f"{spec.label} ({name}) must be a whole number.", field=name
+        )
+    if not (spec.low <= value <= high):  # also false for NaN
+        raise ChatInputError(
+            "out_of_range",
+            f"{spec.label} ({name}) must be between {_fmt(spec.low)} and {_fmt(high)}; "
+            f"got {_fmt(value)}.",
+            field=name,
+        )
+    return spec.kind(value)
+
+
+def _fmt(x) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def validate_params(raw, *, max_tokens: int) -> dict:
+    """Check a sampling-parameter dict from a client; return the full dict the worker uses.
+
+    Args:
+        raw: the client's dict (missing keys take defaults; unknown keys are refused so a typo
+            is not silently ignored).
+        max_tokens: this user's cap on max_new_tokens.
+
+    Returns:
+        Keys of modeling.generate.SamplingParams: max_new_tokens, temperature, top_k, top_p,
+        repetition_penalty, do_sample, num_beams, length_penalty, seed.
+
+    Raises:
+        ChatInputError: code "invalid" (wrong type, unknown key) or "out_of_range".
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ChatInputError("invalid", "params must be an object.", field="params")
+    allowed = set(PARAMS) | {"do_sample", "seed"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ChatInputError(
+            "invalid",
+            f"Unknown parameter(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}.",
+            field=unknown[0],
+        )
+    out = {}
+    for name, spec in PARAMS.items():
+        high = min(spec.high, max_tokens) if name == "max_new_tokens" else spec.high
+        default = min(spec.default, high)
+        out[name] = _number(name, raw[name], spec, high) if raw.get(name) is not None else default
+    seed = raw.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ChatInputError("invalid", "seed must be a whole number or null.", field="seed")
+        if not 0 <= seed <= SEED_MAX:
+            raise ChatInputError(
+                "out_of_range", f"seed must be between 0 and {SEED_MAX}; got {seed}.", field="seed"
+            )
+    out["seed"] = seed
+    do_sample = raw.get("do_sample")
+    if do_sample is not None and not isinstance(do_sample, bool):
+        raise ChatInputError("invalid", "do_sample must be true or false.", field="do_sample")
+    # Temperature 0 means greedy and beam search is deterministic, so neither samples.
+    if do_sample is None:
+        do_sample = out["temperature"] > 0 and out["num_beams"] == 1
+    if out["num_beams"] > 1 and do_sample:
+        raise ChatInputError(
+            "invalid",
+            "Beam search (beams > 1) cannot be combined with sampling.",
+            field="num_beams",
+        )
+    out["do_sample"] = bool(do_sample)
+    return out
+
+
+def validate_text(
+    value, *, field: str = "text", max_chars: int | None = None, allow_empty: bool = False
+) -> str:
+    """A user-supplied string within its size limit.
+
+    Raises:
+        ChatInputError: code "missing_field", "invalid", "empty" or "too_long".
+    """
+    if value is None:
+        raise ChatInputError("missing_field", f"The field '{field}' is required.", field=field)
+    if not isinstance(value, str):
+        raise ChatInputError("invalid", f"The field '{field}' must be a string.", field=field)
+    max_chars = max_chars or limits()["max_message_chars"]
+    if len(value) > max_chars:
+        raise ChatInputError(
+            "too_long",
+            f"The {field.replace('_', ' ')} is {len(value)} characters; the limit is {max_chars}.",
+            field=field,
+            limit=max_chars,
+        )
+    if not allow_empty and not value.strip():
+        raise ChatInputError("empty", f"The {field.replace('_', ' ')} is empty.", field=field)
+    return value
+
+
+def validate_id(value, field: str) -> int:
+    if value is None:
+        raise ChatInputError("missing_field", f"The field '{field}' is required.", field=field)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ChatInputError("invalid", f"The field '{field}' must be a positive id.", field=field)
+    return value
+
+
+# --- Markdown ---------------------------------------------------------------------------------
+
+# html=False: raw HTML in the source is shown as text, never passed through. nh3 then strips
+# anything the renderer itself should never emit (defence in depth: a renderer bug or plugin
+# must not become an XSS).
+_md = (
+    MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    .enable(["table", "strikethrough"])
+    .disable("image")
+)  # an <img> would make every reader's browser fetch a URL the model chose
+_ALLOWED_TAGS = {
+    "p",
+    "br",
+    "hr",
+    "strong",
+    "em",
+    "del",
+    "s",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+}
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "code": {"class"},
+    "ol": {"start"},
+    "th": {"style"},
+    "td": {"style"},
+}
+
+
+def render_markdown(text: str) -> str:
+    """Markdown to HTML that is safe to insert into the page as-is.
+
+    Args:
+        text: untrusted Markdown (a model's reply, possibly containing HTML or script).
+
+    Returns:
+        Sanitised HTML: no script, no event handlers, no javascript: links; links open in a new
+        tab without access to the opener.
+    """
+    html = _md.render(text or "")
+    return nh3.clean(
+        html,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+        set_tag_attribute_values={"a": {"target": "_blank"}},
+        filter_style_properties={"text-align"},
+    )
