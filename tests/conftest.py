@@ -32,7 +32,7 @@ def redis_url() -> str:
     return url
 
 
-def test_database_url(settings_dict: dict) -> str:
+def database_url_for(settings_dict: dict) -> str:
     """The DATABASE_URL that points a subprocess at the test database pytest-django created."""
     engine = settings_dict["ENGINE"]
     if engine.endswith("sqlite3"):
@@ -63,10 +63,30 @@ class CeleryWorkerProcess:
         env.update(self.extra_env)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.queues,
-             "--pool", "threads", "--concurrency", "8", "-l", "INFO",
-             "-n", f"test-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "-Q",
+                self.queues,
+                "--pool",
+                "threads",
+                "--concurrency",
+                "8",
+                "-l",
+                "INFO",
+                "-n",
+                f"test-{time.monotonic_ns()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -118,7 +138,84 @@ def redis_celery_app(redis_url: str):
 
     client = Celery("test-client", broker=redis_url, backend=redis_url)
     client.conf.update(
-        task_serializer="json", accept_content=["json"], result_serializer="json",
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
         broker_connection_retry_on_startup=True,
     )
     return client
+
+
+TINY_CORPUS = [
+    "The capital of France is Paris.",
+    "What is two plus two? Four.",
+    "Hello there, how are you today?",
+    "After Monday comes Tuesday. Spell cat: c-a-t.",
+    "Streaming replies arrive token by token 😀 and in 中文 too.",
+] * 20
+
+
+def make_tiny_model_dir(path: Path, seed: int = 0, never_stops: bool = True) -> Path:
+    """A tiny random GPT-2-family model directory with our tokenizer (created in milliseconds).
+
+    Args:
+        path: destination directory.
+        seed: weight seed (two seeds give two different "model versions").
+        never_stops: push the end-of-turn logit far down so replies run to max_new_tokens, which
+            makes streaming, stop and kill tests deterministic in length.
+    """
+    import torch
+
+    from modeling.checkpoint import save_model
+    from modeling.model import ModelConfig, Transformer
+    from modeling.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(TINY_CORPUS, vocab_size=300, min_frequency=1)
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        family="gpt2",
+        vocab_size=tokenizer.vocab_size,
+        block_size=512,
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+    )
+    model = Transformer(config)
+    if never_stops:
+        with torch.no_grad():
+            wte = model.transformer.wte.weight
+            # Final hidden state ~ ln_f.bias, so the logits ~ wte @ bias: aim it away from <|end|>.
+            model.transformer.ln_f.weight.mul_(0.1)
+            model.transformer.ln_f.bias.copy_(
+                -3.0 * wte[tokenizer.end_id] / wte[tokenizer.end_id].norm()
+            )
+    return save_model(model, tokenizer, path, meta={"name": f"tiny-{seed}"})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory):
+    """Factory of tiny model directories, cached per (seed, never_stops)."""
+    made: dict[tuple, Path] = {}
+
+    def make(seed: int = 0, never_stops: bool = True) -> Path:
+        key = (seed, never_stops)
+        if key not in made:
+            made[key] = make_tiny_model_dir(
+                tmp_path_factory.mktemp(f"tiny-{seed}-{int(never_stops)}") / "model",
+                seed,
+                never_stops,
+            )
+        return made[key]
+
+    return make
+
+
+@pytest.fixture
+def active_tiny_model(db, tiny_model_factory):
+    """A registered, active ModelVersion backed by a tiny model directory."""
+    from modeling.checkpoint import model_info
+    from webchat.registry.services import model_version_activate, model_version_register
+
+    path = tiny_model_factory(0)
+    version = model_version_register(name="tiny-0", path=str(path), info=model_info(path))
+    return model_version_activate(version=version)

@@ -23,7 +23,9 @@ def test_compose_files_validate(files):
         args += ["-f", str(ROOT / "docker" / f)]
     out = subprocess.run(
         args + ["config", "--quiet"],
-        capture_output=True, text=True, env={"DJANGO_SECRET_KEY": "x", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        env={"DJANGO_SECRET_KEY": "x", "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
 

@@ -4,6 +4,7 @@ As the Channels tutorial does, get_asgi_application() runs before importing anyt
 models (the websocket routing).
 """
 
+import asyncio
 import os
 
 from django.core.asgi import get_asgi_application
@@ -15,14 +16,26 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from webchat.chat import streaming  # noqa: E402
 from webchat.chat.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
     }
 )
+
+
+async def application(scope, receive, send):
+    # Remember the server's event loop: in embedded mode the worker threads push to the
+    # (not thread-safe) in-memory channel layer through it.
+    if streaming.SERVER_LOOP is None:
+        streaming.SERVER_LOOP = asyncio.get_running_loop()
+    return await router(scope, receive, send)
+
 
 if os.environ.get("WEBCHAT_START_EMBEDDED_WORKER", "1") == "1":
     from worker import embedded  # noqa: E402

@@ -3,7 +3,8 @@
 With nothing set you get the embedded default: SQLite under var/, the in-memory channel layer, and
 Celery on an in-process memory transport with a worker thread inside the web process. DATABASE_URL
 switches to PostgreSQL; REDIS_URL switches Celery's broker/result backend and the channel layer to
-Redis, with separate worker processes. DJANGO_DEBUG=0 is production mode and needs DJANGO_SECRET_KEY.
+Redis, with separate worker processes. DJANGO_DEBUG=0 is production mode and needs
+DJANGO_SECRET_KEY.
 """
 
 from pathlib import Path
@@ -117,9 +118,7 @@ CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     # A task longer than the visibility timeout is redelivered; training is resumable and
     # idempotent, but there is no reason to redeliver sooner than a long training run.
-    {"visibility_timeout": 6 * 3600}
-    if REDIS_URL
-    else {"polling_interval": 0.02}
+    {"visibility_timeout": 6 * 3600} if REDIS_URL else {"polling_interval": 0.02}
 )
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -141,6 +140,10 @@ CELERY_TASK_ROUTES = {
     "worker.ping": {"queue": "cpu"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Static schedules (the database scheduler adds those edited in the admin).
+CELERY_BEAT_SCHEDULE = {
+    "reap-interrupted-replies": {"task": "worker.generation.reap_interrupted", "schedule": 10.0},
+}
 
 # --- auth -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -8,6 +8,7 @@ Celery `WorkController` with a thread pool, consuming the same queues a separate
 import logging
 import socket
 import threading
+import time
 
 from django.conf import settings
 
@@ -62,8 +63,35 @@ def start(concurrency: int = 8) -> bool:
         _thread = threading.Thread(target=run, name="embedded-celery", daemon=True)
         _thread.start()
         ready.wait(timeout=30)
+        _start_periodic()
         log.info("embedded Celery worker started (queues: %s)", ", ".join(QUEUES))
         return True
+
+
+_periodic: threading.Thread | None = None
+REAPER_INTERVAL_S = 10.0
+
+
+def _start_periodic() -> None:
+    """Beat's job in embedded mode: the reaper, every REAPER_INTERVAL_S, through the queue."""
+    global _periodic
+    if _periodic is not None and _periodic.is_alive():
+        return
+
+    def loop() -> None:
+        from worker.generation import reap_interrupted
+
+        while True:
+            time.sleep(REAPER_INTERVAL_S)
+            if not is_running():
+                return
+            try:
+                reap_interrupted.delay()
+            except Exception:
+                log.exception("could not enqueue the reaper")
+
+    _periodic = threading.Thread(target=loop, name="embedded-beat", daemon=True)
+    _periodic.start()
 
 
 def is_running() -> bool:

@@ -26,7 +26,10 @@ def test_healthz_is_ok_when_everything_is_reachable(client, settings):
 def test_healthz_is_ok_against_real_redis(client, settings, redis_url):
     settings.REDIS_URL = settings.CELERY_BROKER_URL = redis_url
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
     }
     response = client.get("/healthz")
     assert response.status_code == 200, response.json()
@@ -36,7 +39,10 @@ def test_healthz_is_ok_against_real_redis(client, settings, redis_url):
 def test_healthz_is_503_with_the_reason_when_redis_is_unreachable(client, settings):
     settings.REDIS_URL = settings.CELERY_BROKER_URL = UNREACHABLE
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [UNREACHABLE]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [UNREACHABLE]},
+        }
     }
     response = client.get("/healthz")
     assert response.status_code == 503

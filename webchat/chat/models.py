@@ -12,7 +12,8 @@ class Conversation(models.Model):
     )
     system_prompt = models.TextField(blank=True)
     training_consent = models.BooleanField(
-        default=False, help_text="The owner agreed this conversation may be used to improve the model."
+        default=False,
+        help_text="The owner agreed this conversation may be used to improve the model.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -38,7 +39,9 @@ class Message(models.Model):
         FAILED = "failed"
         INTERRUPTED = "interrupted"
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
     # The tree of branches: regenerate adds a sibling (same parent), edit adds a new user sibling.
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"

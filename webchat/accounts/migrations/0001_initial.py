@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,13 +14,45 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Profile',
+            name="Profile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('training_consent_default', models.BooleanField(default=False, help_text='Default for new conversations: may they be used to improve the model?')),
-                ('rate_limit_per_minute', models.PositiveIntegerField(blank=True, help_text='Requests per minute; empty means the site default.', null=True)),
-                ('max_tokens_per_reply', models.PositiveIntegerField(blank=True, help_text='Cap on max_new_tokens; empty means the site default.', null=True)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='profile', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "training_consent_default",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Default for new conversations: may they be used to improve the model?",
+                    ),
+                ),
+                (
+                    "rate_limit_per_minute",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Requests per minute; empty means the site default.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "max_tokens_per_reply",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Cap on max_new_tokens; empty means the site default.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="profile",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
     ]

@@ -23,10 +23,14 @@ class Command(BaseCommand):
             credentials.chmod(0o600)
             self.stdout.write(self.style.SUCCESS("Created the first admin account."))
             self.stdout.write(f"  username: admin\n  password: {password}")
-            self.stdout.write(f"  (also saved in {credentials}; change it at {url}accounts/password/change/)")
+            self.stdout.write(
+                f"  (also saved in {credentials}; change it at {url}accounts/password/change/)"
+            )
         elif credentials.exists():
             self.stdout.write(f"Admin account: see {credentials}")
         else:
-            self.stdout.write("Admin account exists (create more with `python manage.py createsuperuser`).")
+            self.stdout.write(
+                "Admin account exists (create more with `python manage.py createsuperuser`)."
+            )
         self.stdout.write(self.style.SUCCESS(f"\n  webchat is starting at {url}"))
         self.stdout.write(f"  admin: {url}admin/   health: {url}healthz\n")

@@ -1,0 +1,305 @@
+"""The `gpu` queue: generation tasks that share one process-wide continuous-batching engine.
+
+A worker process runs with a thread pool (`--pool threads`); every task thread hands its request
+to the same `EngineHost`, which loads each model version once (lazily, on first use: never at
+import time, so forked workers never touch CUDA before the fork) and keeps one `Engine` per
+loaded version. New requests go to the version that is active *now* (checked per request), so
+activating a version in the admin switches every worker without a restart; requests already
+running finish on the model they started with, and an old version's engine is unloaded once it
+is idle and no longer asked for.
+"""
+
+import logging
+import threading
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.1  # coalesce deltas: push at most every 100 ms ...
+FLUSH_TOKENS = 8  # ... or every few tokens, whichever comes first
+HEARTBEAT_INTERVAL_S = 2.0
+MAX_BATCH_SIZE = 16
+
+
+class EngineHost:
+    """The process-wide engines, one per loaded model version."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._engines: dict[int, tuple] = {}  # version id -> (engine, chat_format, path)
+
+    def get(self, version_id: int, path: str):
+        """The running engine and chat format for a model version, loading it on first use."""
+        with self._lock:
+            entry = self._engines.get(version_id)
+            if entry is None or entry[2] != path:
+                entry = self._load(version_id, path)
+                self._engines[version_id] = entry
+            return entry[0], entry[1]
+
+    def _load(self, version_id: int, path: str):
+        import torch
+
+        from modeling.chat import ChatFormat
+        from modeling.checkpoint import load_model
+        from modeling.engine import Engine
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        started = time.perf_counter()
+        model, tokenizer, _meta = load_model(path, device=device)
+        engine = Engine(model, tokenizer, max_batch_size=MAX_BATCH_SIZE, version=str(version_id))
+        engine.start()
+        log.info(
+            "loaded model version %s from %s on %s in %.1f s",
+            version_id,
+            path,
+            device,
+            time.perf_counter() - started,
+        )
+        return engine, ChatFormat.for_model(tokenizer, path), path
+
+    def unload_idle(self, keep: set[int]) -> None:
+        """Drop engines of versions not in `keep` once they have nothing running."""
+        with self._lock:
+            for version_id in list(self._engines):
+                engine = self._engines[version_id][0]
+                if version_id not in keep and engine.is_idle():
+                    engine.stop(drain=False)
+                    del self._engines[version_id]
+                    log.info("unloaded model version %s", version_id)
+
+    def loaded_versions(self) -> list[int]:
+        with self._lock:
+            return list(self._engines)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for engine, _fmt, _path in self._engines.values():
+                engine.stop(drain=False)
+            self._engines.clear()
+
+
+host = EngineHost()
+
+
+@app.task(
+    name="worker.generation.generate_reply",
+    acks_late=True,  # idempotent: a redelivered task finds the message no longer queued
+    soft_time_limit=900,
+    time_limit=960,
+)
+def generate_reply(message_id: int) -> dict:
+    """Generate the reply for a queued assistant message and stream it to its conversation.
+
+    Args:
+        message_id: the assistant Message (status `queued`).
+
+    Returns:
+        {"message_id", "status"}; status "skipped" when the message was not queued any more.
+    """
+    from webchat.chat import streaming
+    from webchat.registry.services import model_version_active
+    from worker import cancel
+
+    message = streaming.message_claim(message_id=message_id)
+    if message is None:
+        return {"message_id": message_id, "status": "skipped"}
+    relay = Relay(message)
+    try:
+        version = message.model_version or model_version_active()
+        if version is None:
+            return relay.fail(
+                "No model is active yet. An administrator must activate a model version "
+                "(the default model trains on first start)."
+            )
+        host.unload_idle(keep={version.pk} | ({message.model_version_id} - {None}))
+        try:
+            engine, chat_format = host.get(version.pk, version.path)
+        except Exception as exc:
+            log.exception("cannot load model version %s", version.pk)
+            return relay.fail(f"Model version {version.name} could not be loaded: {exc}")
+        relay.version_id = version.pk
+        streaming.push(
+            message.conversation_id,
+            {"type": "chat.started", "message_id": message.pk, "model_version": version.name},
+        )
+        request = build_request(message, engine, chat_format, relay)
+        if isinstance(request, str):
+            return relay.fail(request)
+        handle = engine.submit(request)
+        relay.stream(handle, lambda: cancel.is_cancelled(message_id))
+        return {"message_id": message_id, "status": relay.status}
+    except SoftTimeLimitExceeded:
+        relay.finish("failed", "Generation took too long and was stopped by the time limit.")
+        return {"message_id": message_id, "status": "failed"}
+    except Exception as exc:
+        log.exception("generation of message %s failed", message_id)
+        relay.finish("failed", f"Generation failed: {exc.__class__.__name__}: {exc}")
+        raise
+    finally:
+        cancel.clear(message_id)
+
+
+def build_request(message, engine, chat_format, relay):
+    """The engine request for a message, or an error string for the user."""
+    from modeling.chat import ContextTooLongError
+    from modeling.engine import Request
+    from modeling.generate import SamplingParams
+    from webchat.chat import streaming
+
+    params = dict(message.params or {})
+    block = engine.max_seq_len
+    max_new = min(int(params.get("max_new_tokens", 128)), max(1, block // 2))
+    params["max_new_tokens"] = max_new
+    params["stop_token_ids"] = list(chat_format.stop_token_ids)
+    params["stop_strings"] = list(getattr(chat_format, "stop_strings", ()))
+    try:
+        sampling = SamplingParams.from_dict(params)
+    except (TypeError, ValueError) as exc:
+        return f"Invalid sampling parameters: {exc}"
+    turns = streaming.conversation_context(message=message)
+    try:
+        prompt = chat_format.render_prompt(turns, max_tokens=block - max_new)
+    except ContextTooLongError:
+        return (
+            "Your message is too long for this model's context window "
+            f"({block} tokens, {max_new} reserved for the reply). Shorten it or lower max tokens."
+        )
+    except ValueError as exc:
+        return f"This conversation cannot be sent to the model: {exc}"
+    relay.prompt_tokens = len(prompt)
+    return Request(
+        prompt_ids=prompt,
+        params=sampling,
+        request_id=str(message.pk),
+        should_cancel=relay.cancel_requested,
+    )
+
+
+class Relay:
+    """Coalesces engine deltas, saves them, then pushes them with contiguous sequence numbers."""
+
+    def __init__(self, message):
+        self.message = message
+        self.conversation_id = message.conversation_id
+        self.text = ""
+        self.pending = ""
+        self.pending_tokens = 0
+        self.seq = 0
+        self.status = "streaming"
+        self.version_id = None
+        self.prompt_tokens = 0
+        self._cancel = threading.Event()
+        self._lost = False  # the row left `streaming` under us (reaped): stop generating
+
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def flush(self) -> None:
+        from webchat.chat import streaming
+
+        if not self.pending:
+            return
+        self.text += self.pending
+        self.seq += 1
+        if not streaming.message_save_progress(
+            message_id=self.message.pk, content=self.text, seq=self.seq
+        ):
+            self._lost = True
+            self._cancel.set()
+        else:
+            streaming.push(
+                self.conversation_id,
+                {
+                    "type": "chat.delta",
+                    "message_id": self.message.pk,
+                    "seq": self.seq,
+                    "text": self.pending,
+                },
+            )
+        self.pending = ""
+        self.pending_tokens = 0
+
+    def stream(self, handle, is_cancelled) -> None:
+        from modeling.engine import Finished
+        from webchat.chat import streaming
+
+        last_flush = last_beat = last_poll = time.monotonic()
+        position = None
+        while True:
+            event = handle.get(timeout=0.05)
+            now = time.monotonic()
+            if now - last_poll >= 0.05:
+                last_poll = now
+                if not self._cancel.is_set() and is_cancelled():
+                    self._cancel.set()
+                    handle.cancel()
+            if event is None:
+                waiting = handle.queue_position()
+                if waiting and waiting != position:
+                    position = waiting
+                    streaming.push(
+                        self.conversation_id,
+                        {"type": "chat.queue", "message_id": self.message.pk, "position": waiting},
+                    )
+            elif isinstance(event, Finished):
+                self.pending += event.text[len(self.text) + len(self.pending) :]
+                self.flush()
+                reason = event.finish_reason
+                status = {"stop": "done", "length": "done", "cancelled": "stopped"}.get(
+                    reason, "failed"
+                )
+                if self._lost:
+                    return
+                usage = {
+                    "prompt_tokens": event.prompt_tokens,
+                    "completion_tokens": event.completion_tokens,
+                    "time_to_first_token_ms": (event.time_to_first_token or 0) * 1000,
+                    "tokens_per_s": event.tokens_per_second,
+                }
+                self.finish(status, event.error or "", usage)
+                return
+            else:
+                self.pending += event.text
+                self.pending_tokens += 1
+            if self.pending and (
+                self.pending_tokens >= FLUSH_TOKENS or now - last_flush >= FLUSH_INTERVAL_S
+            ):
+                self.flush()
+                last_flush = now
+            if now - last_beat >= HEARTBEAT_INTERVAL_S:
+                streaming.message_heartbeat(message_id=self.message.pk)
+                last_beat = now
+
+    def finish(self, status: str, error: str = "", usage: dict | None = None) -> None:
+        from webchat.chat import streaming
+
+        self.status = status
+        usage = dict(
+            usage or {}, prompt_tokens=(usage or {}).get("prompt_tokens", self.prompt_tokens)
+        )
+        streaming.message_finish(
+            message_id=self.message.pk,
+            status=status,
+            content=self.text,
+            seq=self.seq,
+            error=error,
+            usage=usage,
+            model_version_id=self.version_id,
+        )
+
+    def fail(self, reason: str) -> dict:
+        self.finish("failed", reason)
+        return {"message_id": self.message.pk, "status": "failed"}
+
+
+@app.task(name="worker.generation.reap_interrupted", soft_time_limit=60, time_limit=90)
+def reap_interrupted() -> list[int]:
+    """Periodic: mark messages whose worker stopped heartbeating as interrupted."""
+    from webchat.chat.streaming import messages_reap_interrupted
+
+    return messages_reap_interrupted()
