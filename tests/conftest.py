@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Importing the ASGI app in tests must not start a worker or train the default model; tests that
+# want either start them explicitly.
+os.environ.setdefault("WEBCHAT_START_EMBEDDED_WORKER", "0")
+os.environ.setdefault("WEBCHAT_AUTO_DEFAULT_MODEL", "0")
 REQUIRE_SERVICES = os.environ.get("WEBCHAT_REQUIRE_SERVICES") == "1"
 
 

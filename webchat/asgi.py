@@ -5,6 +5,7 @@ models (the websocket routing).
 """
 
 import asyncio
+import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -41,3 +42,13 @@ if os.environ.get("WEBCHAT_START_EMBEDDED_WORKER", "1") == "1":
     from worker import embedded  # noqa: E402
 
     embedded.start()
+
+if os.environ.get("WEBCHAT_AUTO_DEFAULT_MODEL", "1") == "1":
+    from django.conf import settings  # noqa: E402
+
+    from webchat.registry.services import ensure_default_model  # noqa: E402
+
+    try:
+        ensure_default_model(embedded=settings.EMBEDDED_WORKER)
+    except Exception:  # an unmigrated database must not stop the server from starting
+        logging.getLogger(__name__).exception("could not check for the default model")

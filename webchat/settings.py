@@ -137,6 +137,7 @@ CELERY_TASK_ROUTES = {
     "worker.curation.*": {"queue": "cpu"},
     "worker.evaluation.*": {"queue": "cpu"},
     "worker.schedules.*": {"queue": "cpu"},
+    "worker.models.*": {"queue": "cpu"},
     "worker.ping": {"queue": "cpu"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

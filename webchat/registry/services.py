@@ -7,7 +7,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from webchat.registry.models import ModelVersion
+from webchat.registry.models import ModelVersion, TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +90,50 @@ def directory_size(path: str | Path) -> int:
     if not p.is_dir():
         return 0
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def training_run_start(
+    *, kind: str, base_model=None, dataset=None, hyperparameters=None, user=None
+) -> TrainingRun:
+    """Create a queued TrainingRun and enqueue it on the `train` queue after commit."""
+    from worker.training import run_training
+
+    run = TrainingRun.objects.create(
+        kind=kind,
+        base_model=base_model,
+        dataset=dataset,
+        hyperparameters=hyperparameters or {},
+        created_by=user,
+    )
+    transaction.on_commit(lambda: run_training.delay(run.pk))
+    return run
+
+
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Ask a queued or running run to stop (the worker checks between steps)."""
+    TrainingRun.objects.filter(
+        pk=run.pk, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+    ).update(cancel_requested=True)
+    run.refresh_from_db()
+    return run
+
+
+def ensure_default_model(*, embedded: bool) -> TrainingRun | None:
+    """First start: with no model version at all, train the default model as an ordinary run
+    (it activates itself when done). In the embedded mode the in-memory queue does not survive
+    a restart, so a default run left queued or running by a previous process is re-enqueued
+    (it resumes from its last checkpoint)."""
+    from worker.training import run_training
+
+    if ModelVersion.objects.exists():
+        return None
+    pending = TrainingRun.objects.filter(
+        kind=TrainingRun.Kind.DEFAULT,
+        status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING],
+    ).first()
+    if pending is not None:
+        if embedded:
+            run_training.delay(pending.pk)
+        return pending
+    log.info("no model yet: training the default model (see the admin for progress)")
+    return training_run_start(kind=TrainingRun.Kind.DEFAULT)

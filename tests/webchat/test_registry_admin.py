@@ -1,0 +1,131 @@
+"""Model management in the admin: list, import (ours, Hugging Face, bad), activate, retire,
+delete; training runs with progress and a loss curve."""
+
+import pytest
+from django.urls import reverse
+
+from webchat.registry.models import ModelVersion, TrainingRun
+from webchat.registry.services import model_version_activate, model_version_register
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def eager_tasks(settings, tmp_path):
+    """Run tasks in-process: the task code is what is tested here, not the transport."""
+    from worker.app import app
+
+    settings.MODELS_DIR = tmp_path / "models"
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def register(path, name):
+    from modeling.checkpoint import model_info
+
+    return model_version_register(name=name, path=str(path), info=model_info(path))
+
+
+def test_the_list_shows_family_size_status_and_disk_usage(admin_client, tiny_model_factory):
+    version = model_version_activate(version=register(tiny_model_factory(0), "tiny-a"))
+    page = admin_client.get(reverse("admin:registry_modelversion_changelist")).content.decode()
+    assert "tiny-a" in page and "gpt2" in page and "active" in page
+    assert "Disk used by all versions" in page and "KB" in page
+    assert version.n_params > 0
+
+
+def test_importing_one_of_our_directories_registers_a_candidate(
+    admin_client, tiny_model_factory, eager_tasks, settings
+):
+    response = admin_client.post(
+        reverse("admin:registry_modelversion_import"),
+        {"source": str(tiny_model_factory(0)), "name": "imported-ours"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    version = ModelVersion.objects.get(name="imported-ours")
+    assert version.status == "candidate" and version.family == "gpt2"
+    assert (settings.MODELS_DIR / "versions" / "imported-ours" / "model.safetensors").is_file()
+
+
+def test_importing_a_hugging_face_gpt2_directory_converts_it(admin_client, tmp_path, eager_tasks):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=300, n_positions=64))
+    hf.save_pretrained(tmp_path / "hf")
+    from modeling.tokenizer import Tokenizer
+    from tests.conftest import TINY_CORPUS
+
+    Tokenizer.train(TINY_CORPUS, vocab_size=300, min_frequency=1).save(tmp_path / "hf")
+    response = admin_client.post(
+        reverse("admin:registry_modelversion_import"),
+        {"source": str(tmp_path / "hf"), "name": "hf-gpt2"},
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert ModelVersion.objects.get(name="hf-gpt2").family == "gpt2"
+
+
+def test_importing_a_bad_directory_shows_the_reason_and_creates_nothing(
+    admin_client, tiny_model_factory, tmp_path, eager_tasks, settings
+):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_factory(0), broken)
+    (broken / "model.safetensors").unlink()
+    response = admin_client.post(
+        reverse("admin:registry_modelversion_import"), {"source": str(broken), "name": "broken"}
+    )
+    assert response.status_code == 200
+    assert "model.safetensors" in response.content.decode()
+    assert not ModelVersion.objects.filter(name="broken").exists()
+    assert not (settings.MODELS_DIR / "versions" / "broken").exists()
+
+    missing = admin_client.post(
+        reverse("admin:registry_modelversion_import"),
+        {"source": str(tmp_path / "nope"), "name": "nope"},
+    )
+    assert "is not a directory" in missing.content.decode()
+
+
+def test_activate_retire_and_delete_actions_never_touch_the_active_version(
+    admin_client, tiny_model_factory, tmp_path, settings
+):
+    import shutil
+
+    settings.MODELS_DIR = tmp_path
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_model_factory(0), a_dir)
+    shutil.copytree(tiny_model_factory(1), b_dir)
+    a = model_version_activate(version=register(a_dir, "a"))
+    b = register(b_dir, "b")
+    url = reverse("admin:registry_modelversion_changelist")
+
+    admin_client.post(url, {"action": "delete_with_files", "_selected_action": [a.pk]})
+    assert ModelVersion.objects.filter(pk=a.pk).exists() and a_dir.is_dir()
+    admin_client.post(url, {"action": "retire", "_selected_action": [a.pk]})
+    assert ModelVersion.objects.get(pk=a.pk).status == "active"
+
+    admin_client.post(url, {"action": "activate", "_selected_action": [b.pk]})
+    assert ModelVersion.objects.get(pk=b.pk).status == "active"
+    assert ModelVersion.objects.get(pk=a.pk).status == "candidate"
+
+    admin_client.post(url, {"action": "delete_with_files", "_selected_action": [a.pk]})
+    assert not ModelVersion.objects.filter(pk=a.pk).exists()
+    assert not a_dir.exists() and b_dir.is_dir()
+
+
+def test_a_training_run_page_shows_progress_loss_curve_and_log(admin_client):
+    run = TrainingRun.objects.create(
+        kind="sft",
+        status="running",
+        progress=0.42,
+        loss_curve=[[i, 3.0 / i] for i in range(1, 50)],
+        log_tail="step 49/100 loss 0.0612",
+    )
+    page = admin_client.get(reverse("admin:registry_trainingrun_change", args=[run.pk]))
+    html = page.content.decode()
+    assert "42%" in html and "<polyline" in html and "step 49/100" in html
+    assert 'http-equiv="refresh"' in html  # a running run refreshes itself

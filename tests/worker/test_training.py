@@ -1,0 +1,92 @@
+"""Training runs as Celery tasks: progress, registration, failure with a reason, cancel."""
+
+import pytest
+
+from webchat.registry.models import ModelVersion, TrainingRun
+from webchat.registry.services import training_run_cancel
+from worker.training import run_training
+
+pytestmark = pytest.mark.django_db
+
+TINY_SFT = {
+    "max_steps": 4,
+    "batch_size": 2,
+    "seq_len": 64,
+    "skills_n": 16,
+    "warmup_steps": 1,
+    "lr": 1e-3,
+    "num_threads": 1,
+}
+
+
+@pytest.fixture
+def models_dir(settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    return settings.MODELS_DIR
+
+
+def test_a_fine_tune_run_records_progress_and_registers_a_candidate(active_tiny_model, models_dir):
+    run = TrainingRun.objects.create(
+        kind="sft", base_model=active_tiny_model, hyperparameters=TINY_SFT
+    )
+    result = run_training(run.pk)
+    run.refresh_from_db()
+    assert result["status"] == "done", run.error
+    assert run.status == "done" and run.progress == 1.0
+    assert len(run.loss_curve) == 4 and all(loss > 0 for _, loss in run.loss_curve)
+    assert "step 4/4" in run.log_tail
+    candidate = run.output_model
+    assert candidate.status == "candidate" and candidate.parent == active_tiny_model
+    assert (models_dir / "versions" / candidate.name / "model.safetensors").is_file()
+    active_tiny_model.refresh_from_db()
+    assert active_tiny_model.status == "active"  # promotion is a separate, gated step
+    assert run_training(run.pk)["status"] == "skipped"  # redelivery does nothing
+
+
+def test_a_run_fed_a_corrupt_dataset_fails_with_the_reason_and_changes_nothing(
+    active_tiny_model, models_dir, tmp_path
+):
+    from webchat.curation.models import Dataset
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
+    dataset = Dataset.objects.create(name="bad", path=str(bad))
+    run = TrainingRun.objects.create(
+        kind="sft", base_model=active_tiny_model, dataset=dataset, hyperparameters=TINY_SFT
+    )
+    versions_before = list(ModelVersion.objects.values_list("pk", "status"))
+    assert run_training(run.pk)["status"] == "failed"
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert "bad.jsonl:1" in run.error or "bad.jsonl:2" in run.error
+    assert list(ModelVersion.objects.values_list("pk", "status")) == versions_before
+
+
+def test_a_run_with_a_changed_dataset_file_fails_its_hash_check(
+    active_tiny_model, models_dir, tmp_path
+):
+    from webchat.curation.models import Dataset
+
+    good = tmp_path / "d.jsonl"
+    good.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, '
+        '{"role": "assistant", "content": "hello."}]}\n'
+    )
+    dataset = Dataset.objects.create(name="d", path=str(good), sha256="0" * 64)
+    run = TrainingRun.objects.create(
+        kind="sft", base_model=active_tiny_model, dataset=dataset, hyperparameters=TINY_SFT
+    )
+    run_training(run.pk)
+    run.refresh_from_db()
+    assert run.status == "failed" and "does not match its recorded hash" in run.error
+
+
+def test_a_cancelled_run_stops_and_registers_nothing(active_tiny_model, models_dir):
+    run = TrainingRun.objects.create(
+        kind="sft", base_model=active_tiny_model, hyperparameters=TINY_SFT
+    )
+    training_run_cancel(run=run)
+    assert run_training(run.pk)["status"] == "skipped"
+    run.refresh_from_db()
+    assert run.status == "cancelled" and run.output_model is None
+    assert ModelVersion.objects.count() == 1

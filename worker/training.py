@@ -1,0 +1,246 @@
+"""The `train` queue: training runs recorded as `TrainingRun` rows.
+
+A run's progress, loss curve and log tail are written to its row as it goes (the admin shows
+them); cancel is a flag on the row checked between steps. The run trains into
+`MODELS_DIR/runs/run-<id>/`; a redelivered task (worker killed, visibility timeout) resumes from
+the run's last training checkpoint instead of starting over. A finished run registers its model
+as a new candidate `ModelVersion`; nothing else changes unless the run says to activate it (the
+default model on first start) or a promotion does it later.
+"""
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 1.0
+LOG_TAIL_LINES = 40
+
+
+def run_dir(run_id: int) -> Path:
+    return Path(settings.MODELS_DIR) / "runs" / f"run-{run_id}"
+
+
+class RunRecorder:
+    """Turns training progress callbacks into throttled writes on the TrainingRun row."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self.last_write = 0.0
+        self.last_cancel_check = 0.0
+        self.cancelled = False
+        self.curve: list[list[float]] = []
+        self.lines: list[str] = []
+        self.phase_offset = 0.0  # multi-phase recipes report progress per phase
+        self.phase_weight = 1.0
+
+    def log(self, line: str) -> None:
+        self.lines = (self.lines + [f"{timezone.now():%H:%M:%S} {line}"])[-LOG_TAIL_LINES:]
+
+    def progress(self, info: dict) -> None:
+        from webchat.registry.models import TrainingRun
+
+        step, total = info.get("step", 0), max(1, info.get("total", 1))
+        loss = info.get("loss")
+        phase = info.get("phase", "train")
+        if loss is not None and phase == "train":
+            self.curve.append([len(self.curve) + 1, round(float(loss), 5)])
+        if phase == "eval":
+            self.log(f"eval at step {step}: dev loss {info.get('dev_loss', float('nan')):.4f}")
+        now = time.monotonic()
+        if now - self.last_write < PROGRESS_INTERVAL_S and step < total:
+            return
+        self.last_write = now
+        fraction = self.phase_offset + self.phase_weight * min(1.0, step / total)
+        eta = info.get("eta_s")
+        self.log(
+            f"step {step}/{total} loss {loss if loss is None else f'{loss:.4f}'} "
+            f"{info.get('tokens_per_s', 0):.0f} tok/s"
+            + (f" eta {eta:.0f}s" if eta is not None else "")
+        )
+        TrainingRun.objects.filter(pk=self.run_id).update(
+            progress=round(fraction, 4),
+            loss_curve=self.curve[-2000:],
+            log_tail="\n".join(self.lines),
+        )
+
+    def should_cancel(self) -> bool:
+        from webchat.registry.models import TrainingRun
+
+        now = time.monotonic()
+        if now - self.last_cancel_check >= PROGRESS_INTERVAL_S:
+            self.last_cancel_check = now
+            self.cancelled = TrainingRun.objects.filter(
+                pk=self.run_id, cancel_requested=True
+            ).exists()
+        return self.cancelled
+
+    def flush(self, **fields) -> None:
+        from webchat.registry.models import TrainingRun
+
+        TrainingRun.objects.filter(pk=self.run_id).update(
+            loss_curve=self.curve[-2000:], log_tail="\n".join(self.lines), **fields
+        )
+
+
+def training_run_claim(run_id: int):
+    """queued -> running (or a redelivered running run: resume). None when already finished."""
+    from webchat.registry.models import TrainingRun
+
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
+            return None
+        if run.cancel_requested:
+            run.status = TrainingRun.Status.CANCELLED
+            run.finished_at = timezone.now()
+            run.save(update_fields=["status", "finished_at"])
+            return None
+        run.status = TrainingRun.Status.RUNNING
+        run.started_at = run.started_at or timezone.now()
+        run.save(update_fields=["status", "started_at"])
+        return run
+
+
+@app.task(
+    name="worker.training.run_training",
+    acks_late=True,  # idempotent: finished runs are skipped, interrupted ones resume
+    soft_time_limit=12 * 3600,
+    time_limit=12 * 3600 + 120,
+)
+def run_training(run_id: int) -> dict:
+    """Execute a TrainingRun and register its model as a new candidate version.
+
+    Args:
+        run_id: the TrainingRun (status queued, or running when redelivered).
+
+    Returns:
+        {"run_id", "status", "model_version_id"}.
+    """
+    from webchat.registry.models import TrainingRun
+
+    run = training_run_claim(run_id)
+    if run is None:
+        return {"run_id": run_id, "status": "skipped", "model_version_id": None}
+    recorder = RunRecorder(run_id)
+    recorder.curve = list(run.loss_curve or [])
+    recorder.lines = (run.log_tail or "").splitlines()
+    recorder.log(f"started ({run.get_kind_display()})")
+    recorder.flush()
+    try:
+        model_dir = execute(run, recorder)
+        version = register(run, model_dir, recorder)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run for the admin
+        from modeling.train import Cancelled
+
+        if isinstance(exc, Cancelled):
+            recorder.log(f"cancelled after step {exc.step}")
+            recorder.flush(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+            return {"run_id": run_id, "status": "cancelled", "model_version_id": None}
+        if isinstance(exc, SoftTimeLimitExceeded):
+            reason = "the run exceeded its time limit"
+        else:
+            reason = f"{exc.__class__.__name__}: {exc}"
+            log.exception("training run %s failed", run_id)
+        recorder.log(f"failed: {reason}")
+        recorder.flush(status=TrainingRun.Status.FAILED, error=reason, finished_at=timezone.now())
+        return {"run_id": run_id, "status": "failed", "model_version_id": None}
+    recorder.log(f"done: model version {version.name}")
+    recorder.flush(
+        status=TrainingRun.Status.DONE,
+        progress=1.0,
+        output_model=version,
+        finished_at=timezone.now(),
+    )
+    after_training(run_id, version.pk)
+    return {"run_id": run_id, "status": "done", "model_version_id": version.pk}
+
+
+def execute(run, recorder: RunRecorder) -> Path:
+    """Train according to the run's kind; returns the final model directory."""
+    out = run_dir(run.pk)
+    hp = dict(run.hyperparameters or {})
+    if run.kind == "default":
+        from modeling.recipes import build_default_model
+
+        return Path(
+            build_default_model(
+                out,
+                progress=recorder.progress,
+                should_cancel=recorder.should_cancel,
+                seed=int(hp.get("seed", 0)),
+            )
+        )
+    from modeling.train import TrainConfig, train
+
+    if run.base_model is None and run.kind == "sft":
+        raise ValueError("a fine-tuning run needs a base model version")
+    data = list(hp.pop("data", []))
+    if run.dataset is not None:
+        dataset_file = Path(run.dataset.path)
+        if not dataset_file.is_file():
+            raise FileNotFoundError(f"dataset file {dataset_file} is missing")
+        if run.dataset.sha256:
+            from webchat.curation.hashing import file_sha256
+
+            if file_sha256(dataset_file) != run.dataset.sha256:
+                raise ValueError(f"dataset {run.dataset} does not match its recorded hash")
+        data.append(str(dataset_file))
+    config = TrainConfig(
+        kind=run.kind,
+        out_dir=str(out),
+        base_model=run.base_model.path if run.base_model else None,
+        data=data or ["skills:train"],
+        on_bad_line=hp.pop("on_bad_line", "fail"),
+        lineage={
+            "training_run": run.pk,
+            "parent_version": run.base_model.name if run.base_model else None,
+            "dataset": str(run.dataset) if run.dataset else None,
+        },
+        **hp,
+    )
+    return Path(train(config, progress=recorder.progress, should_cancel=recorder.should_cancel))
+
+
+def register(run, model_dir: Path, recorder: RunRecorder):
+    """Move the trained model under MODELS_DIR/versions/ and record it as a candidate."""
+    from modeling.checkpoint import model_info
+    from webchat.registry.models import ModelVersion
+    from webchat.registry.services import model_version_register
+
+    name = f"{run.kind}-run{run.pk}"
+    final = Path(settings.MODELS_DIR) / "versions" / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.move(str(model_dir), str(final))
+    existing = ModelVersion.objects.filter(name=name).first()
+    if existing is not None:  # a redelivered run that registered before dying
+        return existing
+    return model_version_register(
+        name=name,
+        path=str(final),
+        info=model_info(final),
+        parent=run.base_model,
+        dataset=run.dataset,
+    )
+
+
+def after_training(run_id: int, version_id: int) -> None:
+    """Activate the default model when nothing is active yet (first start); evaluation and
+    promotion of fine-tuned candidates are the curation loop's job."""
+    from webchat.registry.models import ModelVersion, TrainingRun
+    from webchat.registry.services import model_version_activate, model_version_active
+
+    run = TrainingRun.objects.get(pk=run_id)
+    if run.kind == "default" and model_version_active() is None:
+        model_version_activate(version=ModelVersion.objects.get(pk=version_id))
