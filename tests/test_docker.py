@@ -1,4 +1,4 @@
-"""The compose files validate (when the docker client with compose is present)."""
+"""The compose files validate (with `docker compose` or the standalone `docker-compose`)."""
 
 import shutil
 import subprocess
@@ -9,25 +9,40 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def compose_available() -> bool:
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+def compose_command() -> list[str] | None:
+    if shutil.which("docker") and subprocess.run(
+        ["docker", "compose", "version"], capture_output=True
+    ).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
 
 
-@pytest.mark.skipif(not compose_available(), reason="docker compose client not installed")
+@pytest.mark.skipif(compose_command() is None, reason="no docker compose client installed")
 @pytest.mark.parametrize("files", [["compose.yaml"], ["compose.yaml", "compose.gpu.yaml"]])
 def test_compose_files_validate(files):
-    args = ["docker", "compose"]
+    args = compose_command()
     for f in files:
         args += ["-f", str(ROOT / "docker" / f)]
     out = subprocess.run(
         args + ["config", "--quiet"],
         capture_output=True,
         text=True,
-        env={"DJANGO_SECRET_KEY": "x", "PATH": "/usr/bin:/bin"},
+        env={"DJANGO_SECRET_KEY": "x", "PATH": "/usr/bin:/bin:/usr/local/bin"},
     )
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.skipif(compose_command() is None, reason="no docker compose client installed")
+def test_compose_refuses_to_run_without_a_secret_key():
+    out = subprocess.run(
+        compose_command() + ["-f", str(ROOT / "docker" / "compose.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin"},
+    )
+    assert out.returncode != 0 and "DJANGO_SECRET_KEY" in out.stderr
 
 
 def test_dockerfile_runs_as_a_non_root_user_in_a_multi_stage_build():
