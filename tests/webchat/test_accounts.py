@@ -99,3 +99,12 @@ def test_the_curator_group_exists_with_the_curation_permissions():
     codenames = set(group.permissions.values_list("codename", flat=True))
     assert {"view_feedback", "build_dataset", "add_trainingrun"} <= codenames
     assert "delete_conversation" not in codenames and "delete_user" not in codenames
+
+
+def test_pages_say_when_the_default_model_is_still_training(client):
+    from webchat.registry.models import TrainingRun
+
+    client.force_login(User.objects.create_user("ada", password=STRONG))
+    TrainingRun.objects.create(kind="default", status="running", progress=0.37)
+    page = client.get(reverse("password_change")).content.decode()
+    assert "being trained for the first time: 37% done" in page
