@@ -175,21 +175,25 @@ class RequestHandle:
         When the engine has no background thread, waiting drives `engine.step()` instead.
         """
         deadline = None if timeout is None else time.perf_counter() + timeout
+        engine = self._engine
         while True:
             with self._cond:
                 if self._events:
                     return self._events.popleft()
-                if self._engine._thread_alive():
-                    remaining = None if deadline is None else deadline - time.perf_counter()
-                    if remaining is not None and remaining <= 0:
-                        return None
-                    self._cond.wait(remaining)
+                if self._finished is not None:  # the Finished event was already taken
+                    return None
+                remaining = None if deadline is None else deadline - time.perf_counter()
+                if remaining is not None and remaining <= 0:
+                    return None
+                drive = not engine._thread_alive() and (engine._waiting or engine._rows)
+                if not drive:
+                    # Background loop (or a beam-search thread) will notify; without a loop,
+                    # wake up now and then in case work for the batch appears.
+                    poll = None if engine._thread_alive() else 0.01
+                    wait = poll if remaining is None else min(remaining, poll or remaining)
+                    self._cond.wait(wait)
                     continue
-            if deadline is not None and time.perf_counter() >= deadline:
-                return None
-            if self.done and not self._events:
-                return None
-            self._engine.step()
+            engine.step()
 
     def __iter__(self) -> Iterator[Event]:
         while True:
