@@ -5,4 +5,35 @@ from webchat.chat import views
 app_name = "chat"
 urlpatterns = [
     path("", views.index, name="index"),
+    path("c/<int:conversation_id>/", views.index, name="conversation"),
+    path(
+        "c/<int:conversation_id>/export.json",
+        views.conversation_export,
+        {"fmt": "json"},
+        name="export_json",
+    ),
+    path(
+        "c/<int:conversation_id>/export.md",
+        views.conversation_export,
+        {"fmt": "md"},
+        name="export_md",
+    ),
+    path("conversations/", views.conversation_list, name="conversation_list"),
+    path(
+        "conversations/<int:conversation_id>/rename",
+        views.conversation_rename,
+        name="conversation_rename",
+    ),
+    path(
+        "conversations/<int:conversation_id>/settings",
+        views.conversation_update,
+        name="conversation_update",
+    ),
+    path(
+        "conversations/<int:conversation_id>/delete",
+        views.conversation_delete,
+        name="conversation_delete",
+    ),
+    path("settings/", views.settings_page, name="settings"),
+    path("settings/export.json", views.data_export, name="data_export"),
 ]
