@@ -2,8 +2,10 @@
 
 The engine owns a KV cache with `max_batch_size` rows. Each scheduler iteration (`Engine.step`)
 1. drops cancelled requests (their rows are free before this step decodes anything),
-2. admits waiting requests in FIFO order while the batch size and the token budget allow,
-3. prefills the admitted prompts in one right-padded batch and samples their first token,
+2. when no prefill is under way, admits waiting requests in FIFO order while the batch size and
+   the token budget allow,
+3. prefills the admitted prompts as one right-padded batch, at most `prefill_chunk` prompt tokens
+   per step; a request whose prompt is complete samples its first token and joins the batch,
 4. runs one decode step for every running row, each row with its own sampling parameters, seed,
    stop rules and max tokens, and frees the rows that finished.
 
@@ -123,10 +125,12 @@ Event = Delta | Finished
 class StepStats:
     """What one `Engine.step` did."""
 
-    admitted: int  # requests prefilled this step
+    admitted: int  # requests taken from the waiting line this step (their prefill started)
+    joined: int  # requests whose prefill completed this step (first token sampled)
     decoded: int  # rows that ran the decode forward this step
     finished: int  # requests that finished this step (any reason)
-    running: int  # rows occupied after the step
+    running: int  # rows decoding after the step
+    prefilling: int  # requests still prefilling after the step
     waiting: int  # requests still waiting after the step
 
 
@@ -185,7 +189,7 @@ class RequestHandle:
                 remaining = None if deadline is None else deadline - time.perf_counter()
                 if remaining is not None and remaining <= 0:
                     return None
-                drive = not engine._thread_alive() and (engine._waiting or engine._rows)
+                drive = not engine._thread_alive() and engine._has_work()
                 if not drive:
                     # Background loop (or a beam-search thread) will notify; without a loop,
                     # wake up now and then in case work for the batch appears.
@@ -239,7 +243,9 @@ class _Sequence:
         self.stop_ids = frozenset(self.params.stop_token_ids)
         self.decoder = IncrementalDecoder(tokenizer, self.params.stop_strings)
         self.token_ids: list[int] = []
-        self.slot: int | None = None  # cache row while running
+        self.slot: int | None = None  # batch cache row while decoding
+        self.group_row = 0  # row in the prefill cache while prefilling
+        self.prefilled = 0  # prompt tokens already in the prefill cache
         self.done = False
         self.handle: RequestHandle | None = None
         self.submitted = time.perf_counter()
@@ -250,9 +256,9 @@ class _Sequence:
 def _row_view(cache, start: int, stop: int):
     """A KVCache over rows [start, stop) of `cache` that shares its storage.
 
-    Writes through the view (new keys/values, lengths += n) land in `cache`, so a forward call can
-    run on just the running rows (decode) or on just the newly admitted ones (prefill in place).
-    Relies on KVCache keeping `k`, `v` as (n_layer, B, ...) and `lengths` as (B,) tensors.
+    Writes through the view (new keys/values, lengths += n) land in `cache`, so a decode forward
+    costs the running rows only, not max_batch_size. Relies on KVCache keeping `k`, `v` as
+    (n_layer, B, ...) and `lengths` as (B,) tensors.
     """
     view = copy.copy(cache)
     view.k = cache.k[:, start:stop]
@@ -273,6 +279,10 @@ class Engine:
         max_seq_len: longest prompt + output per request (KV cache length); defaults to, and is
             capped at, `model.config.block_size`. max_new_tokens is clamped to fit.
         version: label reported on handles and `Finished` events (the model version).
+        prefill_chunk: most prompt tokens prefilled per step (shared by the requests admitted
+            together, at least one each), so a long prompt delays the running rows' next token
+            by one chunk per step instead of stalling them for the whole prompt; None prefills
+            whole prompts in one step.
     """
 
     def __init__(
@@ -283,6 +293,7 @@ class Engine:
         max_tokens: int | None = None,
         max_seq_len: int | None = None,
         version: str | None = None,
+        prefill_chunk: int | None = 512,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -293,10 +304,13 @@ class Engine:
         self.max_seq_len = min(max_seq_len or block, block)
         self.max_tokens = max_tokens or max_batch_size * self.max_seq_len
         self.version = version
+        self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.step_count = 0  # scheduler iterations so far
         self._waiting: collections.deque[_Sequence] = collections.deque()
-        self._rows: list[_Sequence] = []  # running requests; _rows[i].slot == i
+        self._rows: list[_Sequence] = []  # decoding requests; _rows[i].slot == i
+        self._prefilling: list[_Sequence] = []  # admitted, prompt not yet fully in the cache
+        self._pcache = None  # the prefilling group's own KVCache
         self._cache = None  # (max_batch_size, max_seq_len) KVCache, allocated on first step
         self._lock = threading.Lock()  # guards _waiting, _closed, _stopping, _drain, _beam_active
         self._wakeup = threading.Condition(self._lock)
@@ -355,8 +369,13 @@ class Engine:
 
     @property
     def num_running(self) -> int:
-        """Requests holding a cache row."""
+        """Requests decoding (holding a row of the batch cache)."""
         return len(self._rows)
+
+    @property
+    def num_prefilling(self) -> int:
+        """Requests admitted whose prompt is still being prefilled."""
+        return len(self._prefilling)
 
     @property
     def num_waiting(self) -> int:
@@ -366,12 +385,12 @@ class Engine:
     @property
     def tokens_in_use(self) -> int:
         """Token budget held by running requests."""
-        return sum(s.cost for s in self._rows)
+        return sum(s.cost for s in self._rows) + sum(s.cost for s in self._prefilling)
 
     def is_idle(self) -> bool:
         """True when nothing is waiting, running or searching beams."""
         with self._lock:
-            return not self._waiting and not self._rows and not self._beam_active
+            return not self._has_work() and not self._beam_active
 
     def step(self) -> StepStats:
         """One scheduler iteration: cancel, admit + prefill, decode one token per row, free rows.
@@ -383,10 +402,19 @@ class Engine:
             self.step_count += 1
             finished = self._drop_cancelled()
             admitted = self._admit()
-            finished += self._prefill(admitted)
+            joined, n = self._prefill()
+            finished += n
             decoded = len(self._rows)
             finished += self._decode()
-            return StepStats(len(admitted), decoded, finished, len(self._rows), len(self._waiting))
+            return StepStats(
+                admitted=len(admitted),
+                joined=joined,
+                decoded=decoded,
+                finished=finished,
+                running=len(self._rows),
+                prefilling=len(self._prefilling),
+                waiting=len(self._waiting),
+            )
 
     def run_until_idle(self, max_steps: int | None = None) -> int:
         """Sync mode: step until nothing waits or runs (beam requests excepted).
@@ -397,7 +425,7 @@ class Engine:
             The number of steps taken.
         """
         n = 0
-        while (self._waiting or self._rows) and (max_steps is None or n < max_steps):
+        while self._has_work() and (max_steps is None or n < max_steps):
             self.step()
             n += 1
         return n
@@ -443,7 +471,7 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not self._stopping and not self._waiting and not self._rows:
+                while not self._stopping and not self._has_work():
                     if self._drain and not self._beam_active:
                         return
                     self._wakeup.wait()
@@ -454,6 +482,9 @@ class Engine:
             except Exception:  # a bug in the engine itself: log it and keep serving
                 logger.exception("engine step failed")
                 time.sleep(0.01)
+
+    def _has_work(self) -> bool:
+        return bool(self._waiting or self._rows or self._prefilling)
 
     def _wake(self) -> None:
         with self._lock:
@@ -474,7 +505,7 @@ class Engine:
         n = 0
         with self._lock:
             waiting = list(self._waiting)
-        for s in waiting + self._rows:
+        for s in waiting + self._prefilling + self._rows:
             try:
                 cancelled = s.handle._cancelled or bool(
                     s.request.should_cancel and s.request.should_cancel()
@@ -489,11 +520,16 @@ class Engine:
         if n:
             with self._lock:
                 self._waiting = collections.deque(s for s in self._waiting if not s.done)
+            self._prefilling = [s for s in self._prefilling if not s.done]
+            if not self._prefilling:
+                self._pcache = None
             self._compact()
         return n
 
     def _admit(self) -> list[_Sequence]:
         """Take waiting requests, in order, while rows and token budget last."""
+        if self._prefilling:  # one prefill group at a time; the line waits for it
+            return []
         admitted = []
         with self._lock:
             budget = self.max_tokens - self.tokens_in_use
@@ -508,37 +544,66 @@ class Engine:
         now = time.perf_counter()
         for s in admitted:
             s.admitted = now
+        self._prefilling = admitted
         return admitted
 
-    def _prefill(self, seqs: list[_Sequence]) -> int:
-        """Prefill `seqs` in one right-padded batch straight into their rows; sample token 1."""
-        if not seqs:
-            return 0
+    def _prefill(self) -> tuple[int, int]:
+        """Run one chunk of the prefilling group; rows whose prompt is done join the batch.
+
+        The group's prompts are right-padded into one forward over a temporary cache, at most
+        `prefill_chunk` prompt tokens per step in all, so running rows keep decoding between
+        the chunks of a long prompt. A row whose prompt is complete gets its first token from
+        this forward and is copied into the batch cache.
+
+        Returns:
+            (rows that joined the batch, requests that finished).
+        """
+        group = self._prefilling
+        if not group:
+            return 0, 0
         if self._cache is None:
             self._cache = self.model.new_cache(self.max_batch_size, self.max_seq_len, self.device)
-        n0 = len(self._rows)
-        for i, s in enumerate(seqs):
-            s.slot = n0 + i
-            self._rows.append(s)
-        lengths = [len(s.prompt_ids) for s in seqs]
-        T = max(lengths)
-        idx = torch.zeros(len(seqs), T, dtype=torch.long)  # (k, T), right-padded with id 0
-        for i, s in enumerate(seqs):
-            idx[i, : lengths[i]] = torch.tensor(s.prompt_ids)
-        ragged = min(lengths) != T
-        valid = torch.tensor(lengths, device=self.device) if ragged else None
+        longest = max(len(s.prompt_ids) for s in group)
+        if self._pcache is None:
+            self._pcache = self.model.new_cache(len(group), longest, self.device)
+            for i, s in enumerate(group):
+                s.group_row, s.prefilled = i, 0
+        per_row = longest if self.prefill_chunk is None else self.prefill_chunk // len(group)
+        valid = [0] * self._pcache.batch_size  # rows that left the group get 0 new tokens
+        for s in group:
+            valid[s.group_row] = min(max(1, per_row), len(s.prompt_ids) - s.prefilled)
+        T = max(valid)
+        idx = torch.zeros(len(valid), T, dtype=torch.long)  # (k, T), right-padded with id 0
+        for s in group:
+            n = valid[s.group_row]
+            idx[s.group_row, :n] = torch.tensor(s.prompt_ids[s.prefilled : s.prefilled + n])
+        lengths = None if min(valid) == T else torch.tensor(valid, device=self.device)
         try:
-            view = _row_view(self._cache, n0, n0 + len(seqs))
             logits, _ = self.model(
-                idx.to(self.device), cache=view, valid_lengths=valid, last_only=True
-            )  # (k, 1, V)
+                idx.to(self.device), cache=self._pcache, valid_lengths=lengths, last_only=True
+            )  # (k, 1, V): at each row's last real token of this chunk
         except Exception as exc:
             logger.exception("prefill failed")
-            for s in seqs:
+            for s in group:
                 self._finish(s, "error", error=f"prefill failed: {exc!r}")
-            self._compact()
-            return len(seqs)
-        return self._sample_and_accept(seqs, logits[:, -1])
+            self._prefilling, self._pcache = [], None
+            return 0, len(group)
+        ready = []
+        for s in group:
+            s.prefilled += valid[s.group_row]
+            if s.prefilled == len(s.prompt_ids):
+                ready.append(s)
+        for s in ready:
+            s.slot = len(self._rows)
+            self._rows.append(s)
+            self._cache.copy_row_from(s.slot, self._pcache, s.group_row)
+        self._prefilling = [s for s in group if s.prefilled < len(s.prompt_ids)]
+        if not self._prefilling:
+            self._pcache = None
+        if not ready:
+            return 0, 0
+        rows = torch.tensor([s.group_row for s in ready], device=self.device)
+        return len(ready), self._sample_and_accept(ready, logits[rows, -1])
 
     def _decode(self) -> int:
         """One decode forward over every running row, then sample and apply stop rules."""
@@ -686,8 +751,9 @@ class Engine:
     def _cancel_all(self) -> None:
         with self._step_lock, torch.inference_mode():
             with self._lock:
-                pending = list(self._waiting) + list(self._rows)
+                pending = list(self._waiting) + self._prefilling + list(self._rows)
                 self._waiting.clear()
+            self._prefilling, self._pcache = [], None
             for s in pending:
                 self._finish(s, "cancelled")
             self._compact()

@@ -73,8 +73,11 @@ def drain(handle):
     return events[:-1], events[-1]
 
 
-def test_greedy_output_is_identical_alone_and_in_a_batch_with_joins_and_leaves(model, tokenizer):
-    engine = Engine(model, tokenizer, max_batch_size=3)
+@pytest.mark.parametrize("prefill_chunk", [None, 4])
+def test_greedy_output_is_identical_alone_and_in_a_batch_with_joins_and_leaves(
+    model, tokenizer, prefill_chunk
+):
+    engine = Engine(model, tokenizer, max_batch_size=3, prefill_chunk=prefill_chunk)
     specs = [(0, 3, 12), (1, 9, 5), (2, 5, 20), (3, 14, 9), (4, 2, 15), (5, 11, 7), (6, 7, 18)]
     handles = []
     for i, (idx, n, max_new) in enumerate(specs):
@@ -86,7 +89,7 @@ def test_greedy_output_is_identical_alone_and_in_a_batch_with_joins_and_leaves(m
             engine.step()
             engine.step()
     moved = 0
-    while engine.num_running or engine.num_waiting:
+    while engine.num_running or engine.num_waiting or engine.num_prefilling:
         slots = {id(s): s.slot for s in engine._rows}
         engine.step()
         moved += sum(1 for s in engine._rows if id(s) in slots and slots[id(s)] != s.slot)
@@ -97,6 +100,41 @@ def test_greedy_output_is_identical_alone_and_in_a_batch_with_joins_and_leaves(m
         assert fin.finish_reason == "length"
         assert fin.completion_tokens == p.max_new_tokens
         assert "".join(d.text for d in deltas) == fin.text
+
+
+def test_long_prompt_is_prefilled_in_chunks_while_running_rows_keep_decoding(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=4, prefill_chunk=4)
+    p = SamplingParams(max_new_tokens=30)
+    running = engine.submit(Request(prompt(tokenizer, 0, 3), p))
+    engine.step()
+    long_prompt = prompt(tokenizer, 1, 14)
+    late = engine.submit(Request(long_prompt, p))
+    tokens_before = running._seq.token_ids.copy()
+    for i in range(3):  # 14 tokens in chunks of 4: three steps without a token for `late`
+        stats = engine.step()
+        assert stats.prefilling == 1 and stats.decoded == 1
+        assert late._seq.token_ids == [] and late.queue_position() == 0
+        assert len(running._seq.token_ids) == len(tokens_before) + i + 1
+    stats = engine.step()  # last chunk: `late` samples its first token and decodes with the batch
+    assert stats.joined == 1 and stats.decoded == 2 and len(late._seq.token_ids) == 2
+    engine.run_until_idle()
+    assert list(late.result().token_ids) == generate(model, long_prompt, p)
+    assert list(running.result().token_ids) == generate(model, prompt(tokenizer, 0, 3), p)
+
+
+def test_cancel_during_prefill_frees_the_request(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=2, prefill_chunk=2)
+    a = engine.submit(Request(prompt(tokenizer, 2, 12), SamplingParams(max_new_tokens=5)))
+    b = engine.submit(Request(prompt(tokenizer, 3, 12), SamplingParams(max_new_tokens=5)))
+    c = engine.submit(Request(prompt(tokenizer, 4, 6), SamplingParams(max_new_tokens=5)))
+    engine.step()
+    assert engine.num_prefilling == 2 and c.queue_position() == 1
+    a.cancel()
+    stats = engine.step()
+    assert stats.prefilling == 1 and a.result().finish_reason == "cancelled"
+    engine.run_until_idle()
+    assert list(b.result().token_ids) == generate(model, b._seq.prompt_ids, b._seq.params)
+    assert list(c.result().token_ids) == generate(model, c._seq.prompt_ids, c._seq.params)
 
 
 def test_sampled_output_with_a_seed_is_identical_alone_and_batched(model, tokenizer):
