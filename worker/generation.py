@@ -267,7 +267,9 @@ class Relay:
                 self.pending += event.text
                 self.pending_tokens += 1
             if self.pending and (
-                self.pending_tokens >= FLUSH_TOKENS or now - last_flush >= FLUSH_INTERVAL_S
+                self.seq == 0  # the first text goes out at once: time to first token matters
+                or self.pending_tokens >= FLUSH_TOKENS
+                or now - last_flush >= FLUSH_INTERVAL_S
             ):
                 self.flush()
                 last_flush = now
