@@ -10,5 +10,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("webchat.accounts.urls")),
     path("healthz", healthz, name="healthz"),
+    path("v1/", include("webchat.api.urls")),
     path("", include("webchat.chat.urls")),
 ]

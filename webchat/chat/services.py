@@ -464,3 +464,70 @@ def api_key_authenticate(*, raw_key: str):
         return None
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
     return key.user
+
+
+def completion_create(*, user, messages, params=None, model_name=None) -> Turn:
+    """A chat completion requested over the HTTP API: the conversation it carries is stored like
+    a browser chat (one Conversation, a chain of Message rows) and its reply queued the same way.
+
+    Args:
+        messages: [{"role": "system"|"user"|"assistant", "content": str}, ...], ending with a
+            user turn; system messages become the conversation's system prompt.
+        params: sampling parameters (validated as for the browser).
+        model_name: a model version's name; None or "default" means the active one.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ChatInputError("invalid", "messages must be a non-empty list.", field="messages")
+    turns, system = [], []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise ChatInputError(
+                "invalid",
+                f"messages[{i}] needs a role of system, user or assistant.",
+                field="messages",
+            )
+        content = m.get("content")
+        if isinstance(content, list):  # the content-parts form: keep its text parts
+            content = "".join(
+                p.get("text", "")
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
+            )
+        content = validate_text(content, field=f"messages[{i}].content", allow_empty=True)
+        if m["role"] == "system":
+            system.append(content)
+        else:
+            turns.append((m["role"], content))
+    if not turns or turns[-1][0] != "user":
+        raise ChatInputError("invalid", "The last message must be from the user.", field="messages")
+    validate_text(turns[-1][1], field="messages[-1].content")
+    params = validate_params(params, max_tokens=user_max_tokens(_with_profile(user)))
+    model_version_id = None
+    if model_name not in (None, "", "default"):
+        from webchat.registry.models import ModelVersion
+
+        version = ModelVersion.objects.filter(
+            name=model_name,
+            status__in=[ModelVersion.Status.ACTIVE, ModelVersion.Status.RETIRED],
+        ).first()
+        if version is None:
+            raise ChatInputError(
+                "model_not_found", f"The model '{model_name}' does not exist.", field="model"
+            )
+        model_version_id = version.pk
+    with transaction.atomic():
+        conversation = conversation_create(
+            user=user,
+            title="API: " + _title_from(turns[-1][1]),
+            system_prompt="\n\n".join(system)[: limits()["max_system_prompt_chars"]],
+            model_version_id=model_version_id,
+        )
+        _require_model(conversation)
+        _admit(user=user)
+        parent = None
+        for role, content in turns:
+            parent = Message.objects.create(
+                conversation=conversation, parent=parent, role=role, content=content
+            )
+        reply = _new_reply(conversation=conversation, parent=parent, params=params)
+        return _turn(conversation, parent, reply, created=True)
