@@ -205,9 +205,21 @@ def test_reload_mid_stream_continues_and_model_html_never_runs(
     assert Message.objects.filter(content=SCRIPT_REPLY, model_version=script_model).exists()
     page.screenshot(path=str(ARTIFACTS / "chat-markdown.png"))
 
+    # A reply whose worker died: a clear message and a Regenerate that works.
+    reply.status, reply.error = "interrupted", "The worker generating this reply stopped."
+    reply.save(update_fields=["status", "error"])
+    page.goto(f"{url}/c/{reply.conversation_id}/")
+    page.wait_for_selector(".msg.assistant.status-interrupted")
+    note = page.locator(".msg.assistant .note.warn")
+    assert "interrupted" in note.inner_text() and "worker" in note.inner_text()
+    set_max_tokens(page, 8)
+    note.locator("button:text('Regenerate')").click()
+    page.wait_for_selector(".msg.assistant.status-done")
+    assert page.locator(".msg.assistant .pager-count").inner_text() == "2/2"
+
     # Phone-sized: the sidebar hides behind the menu button; the composer stays usable.
     page.set_viewport_size({"width": 390, "height": 780})
-    page.reload()
+    page.goto(f"{url}/c/{Message.objects.get(content=SCRIPT_REPLY).conversation_id}/")
     page.wait_for_selector(".msg.assistant.status-done")
     assert (
         not page.locator("#sidebar").is_visible()

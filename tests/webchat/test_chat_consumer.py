@@ -491,3 +491,24 @@ async def test_feedback_with_a_correction_is_saved_and_updated(
     assert on_user_turn["code"] == "invalid"
     assert await db(Feedback.objects.count)() == 1
     await comm.disconnect()
+
+
+async def test_the_queue_position_counts_replies_queued_before_this_one(
+    layer, ada_cookie, bob_cookie, model_version
+):
+    ada_socket, bob_socket = await connect(ada_cookie), await connect(bob_cookie)
+    first = await frame(ada_socket, {"type": "send", "text": "first"})
+    second = await frame(bob_socket, {"type": "send", "text": "second"})
+    assert (first["position"], second["position"]) == (0, 1)
+    await get_channel_layer().group_send(
+        f"conversation.{second['conversation']['id']}",
+        {"type": "chat.queue", "message_id": second["message"]["id"], "position": 1},
+    )
+    assert await bob_socket.receive_json_from(timeout=5) == {
+        "type": "queue",
+        "message_id": second["message"]["id"],
+        "position": 1,
+    }
+    assert await ada_socket.receive_nothing(timeout=0.2)
+    await ada_socket.disconnect()
+    await bob_socket.disconnect()
