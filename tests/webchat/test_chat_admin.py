@@ -81,3 +81,18 @@ def test_per_user_limits_set_in_the_admin_are_the_ones_enforced(admin_client, ad
     assert response.status_code == 302, response.context["adminform"].form.errors
     fresh = User.objects.select_related("profile").get(pk=ada.pk)
     assert user_rate(fresh) == 3 and user_max_tokens(fresh) == 64
+
+
+def test_feedback_list_shows_the_correction_beside_its_prompt_and_reply(admin_client, ada):
+    from webchat.chat.models import Feedback
+
+    reply = Message.objects.get(role="assistant")
+    Feedback.objects.create(
+        message=reply, user=ada, rating=-1, reason="wrong", corrected_reply="Hello there!"
+    )
+    page = admin_client.get(reverse("admin:chat_feedback_changelist")).content.decode()
+    assert "Hello there!" in page and "hello" in page and "hi" in page
+    conversation = admin_client.get(
+        reverse("admin:chat_conversation_change", args=[reply.conversation_id])
+    )
+    assert conversation.status_code == 200

@@ -3,20 +3,77 @@ from django.contrib import admin
 from webchat.chat.models import Conversation, Feedback, Message
 
 
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    can_delete = False
+    fields = ("id", "parent", "role", "status", "content", "completion_tokens", "created_at")
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("id", "title", "owner", "training_consent", "updated_at")
+    list_display = ("id", "title", "owner", "training_consent", "model_version", "updated_at")
     list_filter = ("training_consent",)
     search_fields = ("title", "owner__username")
+    list_select_related = ("owner", "model_version")
+    inlines = [MessageInline]
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "conversation", "role", "status", "completion_tokens", "created_at")
+    list_display = (
+        "id",
+        "conversation",
+        "role",
+        "status",
+        "model_version",
+        "completion_tokens",
+        "created_at",
+    )
     list_filter = ("role", "status")
+    search_fields = ("content", "conversation__owner__username")
+    list_select_related = ("conversation", "model_version")
+    raw_id_fields = ("conversation", "parent")
 
 
 @admin.register(Feedback)
 class FeedbackAdmin(admin.ModelAdmin):
-    list_display = ("id", "message", "user", "rating", "reason", "created_at")
-    list_filter = ("rating", "reason")
+    """A thumbs-down with a corrected reply is a correction: (prompt, rejected, corrected)."""
+
+    list_display = (
+        "id",
+        "user",
+        "rating",
+        "reason",
+        "prompt",
+        "reply",
+        "corrected",
+        "consent",
+        "created_at",
+    )
+    list_filter = ("rating", "reason", "message__conversation__training_consent")
+    search_fields = ("comment", "corrected_reply", "message__content", "user__username")
+    list_select_related = ("user", "message__parent", "message__conversation")
+    raw_id_fields = ("message", "user")
+
+    @admin.display(description="user turn")
+    def prompt(self, feedback):
+        parent = feedback.message.parent
+        return (parent.content[:80] if parent else "") or "—"
+
+    @admin.display(description="reply")
+    def reply(self, feedback):
+        return feedback.message.content[:80] or "—"
+
+    @admin.display(description="correction")
+    def corrected(self, feedback):
+        return feedback.corrected_reply[:80] or "—"
+
+    @admin.display(description="consent", boolean=True)
+    def consent(self, feedback):
+        return feedback.message.conversation.training_consent
