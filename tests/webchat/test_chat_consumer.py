@@ -20,8 +20,6 @@ from webchat.accounts.models import Profile
 from webchat.chat.models import Conversation, Feedback, Message
 from webchat.registry.models import ModelVersion
 
-os.environ.setdefault("WEBCHAT_START_EMBEDDED_WORKER", "0")  # no generation in these tests
-
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 db = database_sync_to_async
@@ -93,8 +91,23 @@ def bobs_chat(bob, model_version):
     return conversation, question, answer
 
 
+def asgi_application():
+    """The real ASGI app, imported without starting the embedded worker: no generation runs
+    in these tests (they play the worker's part themselves)."""
+    previous = os.environ.get("WEBCHAT_START_EMBEDDED_WORKER")
+    os.environ["WEBCHAT_START_EMBEDDED_WORKER"] = "0"
+    try:
+        from webchat.asgi import application
+    finally:
+        if previous is None:
+            del os.environ["WEBCHAT_START_EMBEDDED_WORKER"]
+        else:
+            os.environ["WEBCHAT_START_EMBEDDED_WORKER"] = previous
+    return application
+
+
 async def connect(cookie: bytes | None) -> WebsocketCommunicator:
-    from webchat.asgi import application
+    application = asgi_application()
 
     headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
     if cookie:
