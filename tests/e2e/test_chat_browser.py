@@ -226,9 +226,13 @@ def test_reload_mid_stream_continues_and_model_html_never_runs(
         or page.locator("#sidebar").bounding_box()["x"] < -100
     )
     page.click("#menu")
-    page.wait_for_function("document.querySelector('#sidebar').getBoundingClientRect().x >= 0")
+    page.wait_for_function(
+        "() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0"
+    )
     page.click("#scrim", position={"x": 375, "y": 400})  # the strip the drawer leaves
-    page.wait_for_function("document.querySelector('#sidebar').getBoundingClientRect().right <= 0")
+    page.wait_for_function(
+        "() => document.querySelector('#sidebar').getBoundingClientRect().right <= 0"
+    )
     assert page.locator("#input").is_visible()
     page.screenshot(path=str(ARTIFACTS / "chat-phone.png"))
     assert page.js_errors == []

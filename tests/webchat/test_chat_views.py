@@ -68,6 +68,7 @@ def test_the_chat_page_carries_the_sidebar_ranges_and_the_open_conversation(clie
         "step": 0.05,
     }
     assert b'id="page-data"' in page.content and b"chat/chat.js" in page.content
+    assert "script-src 'self'" in page["Content-Security-Policy"]
 
 
 def test_another_users_conversation_page_and_endpoints_are_404(client, bob, chat):

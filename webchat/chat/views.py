@@ -19,6 +19,14 @@ from webchat.chat.validation import ChatInputError, limits, param_ranges, user_m
 
 STATUS = {"not_found": 404, "rate_limited": 429, "busy": 409}
 
+# Defence in depth behind the server-side sanitiser: even if model HTML slipped through, the
+# chat page runs no inline script and loads scripts only from this site.
+CHAT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+
 
 def _error(exc: ChatInputError) -> JsonResponse:
     return JsonResponse(
@@ -61,7 +69,9 @@ def index(request, conversation_id: int | None = None):
         "consent_default": profile.training_consent_default,
         "ws_path": "/ws/chat/",
     }
-    return render(request, "chat/index.html", {"page": page})
+    response = render(request, "chat/index.html", {"page": page})
+    response["Content-Security-Policy"] = CHAT_CSP
+    return response
 
 
 @login_required
