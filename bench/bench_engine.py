@@ -4,18 +4,19 @@ For N concurrent streams (default 1, 2, 4, 8, 16) every request has a 128-token 
 exactly 128 new tokens (no stop ids, so lengths are fixed). "batched": all N are submitted at once
 to one `Engine` (max_batch_size 16) running its background loop. "serial": the same N requests
 through an identical engine with max_batch_size 1, each submitted when the previous one finished,
-which is what one-at-a-time serving gives. The two are run back to back for each N, so background
-load hits both alike. Aggregate tokens/s = generated tokens / wall time from the first submit to
-the last finish. Time to first token (TTFT) is from submit to the first sampled token (queueing
-included: under serial serving the k-th request waits for k-1 others); inter-token latency (ITL) is
-the gap between consecutive tokens of one request, from the engine's own timestamps.
+which is what one-at-a-time serving gives (the serial run of the first N of 16 requests gives the
+serial figure for N). Each cell is the best of `--rounds` runs (default 3, alternating batched and
+serial), because load from other processes on a shared machine only ever slows a run. Aggregate
+tokens/s = generated tokens / wall time from the first submit to the last finish. Time to first
+token (TTFT) is from submit to the first sampled token (queueing included: under serial serving the
+k-th request waits for k-1 others); inter-token latency (ITL) is the gap between consecutive tokens
+of one request, from the engine's own timestamps.
 
 Cancel latency: 16 streams run with 512 new tokens; a timer stops each at a random moment after its
-first token, while all 16 decode together (half
-through `RequestHandle.cancel()`, half through a `should_cancel` flag, the way a Redis stop flag is
-polled). Reported: milliseconds from the stop to the `Finished` event (the row is free at that
-point) and decode steps between the two (the engine's step counter: 0 = freed within the step that
-was running, 1 = at the start of the next step).
+first token, while all 16 decode together (half through `RequestHandle.cancel()`, half through a
+`should_cancel` flag, the way a Redis stop flag is polled). Reported: milliseconds from the stop to
+the `Finished` event (the row is free at that point) and decode steps between the two (the engine's
+step counter: 0 = freed within the step that was running, 1 = at the start of the next step).
 
 Model: Llama-style, 6 layers, n_embd 384, 6 heads (2 KV heads), SwiGLU 1024, vocabulary 2048
 (~10M parameters, random weights; speed does not depend on the values). CPU, fp32.
@@ -108,19 +109,18 @@ def run_batched(engine: Engine, prompts, params) -> tuple[float, list]:
 
 
 def run_serial(engine: Engine, prompts, params) -> tuple[float, list]:
-    """One request at a time; TTFT of request k counts from t0, as if all arrived together."""
+    """One request at a time, each submitted when the previous one finished.
+
+    Returns:
+        (t0, [(deltas, finished, wait)]): wait = seconds request k waited for the ones before it
+        (as if all had arrived at t0), so the first N entries are the serial run of N requests.
+    """
     t0 = time.perf_counter()
     results = []
     for p in prompts:
         deltas, fin = collect(engine.submit(Request(p, params)))
-        results.append((deltas, fin))
-    wall = time.perf_counter() - t0
-    # Requests all "arrived" at t0: shift each TTFT by the time it waited for the ones before it.
-    shifted = []
-    for deltas, fin in results:
-        submitted = fin.time - fin.duration
-        shifted.append((deltas, fin, submitted - t0))
-    return wall, shifted
+        results.append((deltas, fin, fin.time - fin.duration - t0))
+    return t0, results
 
 
 def latency_stats(results, waits=None) -> dict:
@@ -148,13 +148,24 @@ def throughput(args, model, tokenizer, texts) -> list[dict]:
     warm = make_prompts(tokenizer, texts, 2, args.prompt_tokens)
     run_batched(batched, warm, SamplingParams(max_new_tokens=8))
     run_serial(serial, warm[:1], SamplingParams(max_new_tokens=8))
+    n_max = max(args.streams)
+    prompts = make_prompts(tokenizer, texts, n_max, args.prompt_tokens)
+    best_b: dict[int, tuple[float, list]] = {}
+    best_s: dict[int, tuple[float, list]] = {}
+    for _ in range(args.rounds):  # best of rounds: load from other processes only slows things
+        for n in args.streams:
+            wall, res = run_batched(batched, prompts[:n], params)
+            assert all(f.completion_tokens == args.new_tokens for _, f in res)
+            if n not in best_b or wall < best_b[n][0]:
+                best_b[n] = (wall, res)
+        t0, res = run_serial(serial, prompts, params)
+        for n in args.streams:
+            wall = res[n - 1][1].time - t0
+            if n not in best_s or wall < best_s[n][0]:
+                best_s[n] = (wall, res[:n])
     rows = []
     for n in args.streams:
-        prompts = make_prompts(tokenizer, texts, n, args.prompt_tokens)
-        b_wall, b_res = run_batched(batched, prompts, params)
-        s_wall, s_res = run_serial(serial, prompts, params)
-        for _, fin in b_res:
-            assert fin.completion_tokens == args.new_tokens, fin
+        (b_wall, b_res), (s_wall, s_res) = best_b[n], best_s[n]
         tokens = n * args.new_tokens
         row = dict(
             streams=n,
@@ -255,9 +266,10 @@ def main() -> None:
     parser.add_argument("--streams", default="1,2,4,8,16")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many runs per cell")
     args = parser.parse_args()
     if args.quick:
-        args.streams, args.prompt_tokens, args.new_tokens = "1,4", 32, 32
+        args.streams, args.prompt_tokens, args.new_tokens, args.rounds = "1,4", 32, 32, 1
     args.streams = [int(s) for s in args.streams.split(",")]
     torch.set_num_threads(args.threads)
     spec = CONFIGS["quick" if args.quick else "default"]
@@ -292,6 +304,7 @@ def main() -> None:
         cpu=platform.processor() or platform.machine(),
         prompt_tokens=args.prompt_tokens,
         new_tokens=args.new_tokens,
+        rounds=args.rounds,
         load_avg_before=load_before,
         load_avg_after=os.getloadavg()[0],
         seconds=time.perf_counter() - t0,

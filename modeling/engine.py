@@ -772,7 +772,7 @@ class Engine:
                 check = s.request.should_cancel
 
                 def stop_now() -> bool:
-                    return s.handle._cancelled or bool(check and check())
+                    return self._stopping or s.handle._cancelled or bool(check and check())
 
                 with torch.inference_mode():
                     ids = generate(
