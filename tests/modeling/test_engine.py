@@ -372,6 +372,27 @@ def test_an_error_in_one_request_does_not_affect_the_others(model, tokenizer, mo
     assert list(ok[1].result().token_ids) == generate(model, prompts[1], SamplingParams())
 
 
+def test_a_failed_forward_fails_its_rows_and_the_engine_keeps_serving(tokenizer):
+    model = make_model(tokenizer)
+    engine = Engine(model, tokenizer, max_batch_size=4)
+    p = SamplingParams(max_new_tokens=8)
+    hs = [engine.submit(Request(prompt(tokenizer, i, 5), p)) for i in range(2)]
+    engine.step()
+    real_forward = model.forward
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    model.forward = broken
+    stats = engine.step()
+    model.forward = real_forward
+    assert stats.running == 0
+    assert [h.result().finish_reason for h in hs] == ["error", "error"]
+    assert "out of memory" in hs[0].result().error
+    later = engine.submit(Request(prompt(tokenizer, 3, 5), p))
+    assert list(later.result().token_ids) == generate(model, prompt(tokenizer, 3, 5), p)
+
+
 @pytest.mark.parametrize("background", [True, False])
 def test_beam_search_is_served_outside_the_batch(model, tokenizer, background):
     engine = Engine(model, tokenizer, max_batch_size=4)
