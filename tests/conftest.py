@@ -7,6 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny test models run several times faster on one thread than on two contended ones.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Importing the ASGI app in tests must not start a worker or train the default model; tests that
