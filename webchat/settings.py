@@ -204,6 +204,11 @@ LOGGING = {
 # --- product limits (the chat issue builds on these) ---------------------------------------
 WEBCHAT = {
     "MAX_MESSAGE_CHARS": env.int("WEBCHAT_MAX_MESSAGE_CHARS", default=4000),
+    "MAX_SYSTEM_PROMPT_CHARS": env.int("WEBCHAT_MAX_SYSTEM_PROMPT_CHARS", default=4000),
+    "MAX_FEEDBACK_CHARS": env.int("WEBCHAT_MAX_FEEDBACK_CHARS", default=8000),
+    "MAX_FRAME_BYTES": env.int("WEBCHAT_MAX_FRAME_BYTES", default=64 * 1024),
     "MAX_ACTIVE_GENERATIONS_PER_USER": env.int("WEBCHAT_MAX_ACTIVE_PER_USER", default=1),
+    "RATE_LIMIT_PER_MINUTE": env.int("WEBCHAT_RATE_LIMIT_PER_MINUTE", default=20),
+    "MAX_TOKENS_PER_REPLY": env.int("WEBCHAT_MAX_TOKENS_PER_REPLY", default=1024),
     "HEARTBEAT_TIMEOUT_S": env.int("WEBCHAT_HEARTBEAT_TIMEOUT_S", default=30),
 }
