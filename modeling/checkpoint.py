@@ -34,7 +34,14 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, META_FILE = (
     "tokenizer.json",
     "meta.json",
 )
-AUX_FILES = ("tokenizer_config.json", "generation_config.json", "special_tokens_map.json")
+# transformers >= 5 writes the chat template to chat_template.jinja, older ones into
+# tokenizer_config.json: carry both.
+AUX_FILES = (
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "special_tokens_map.json",
+)
 
 
 class CheckpointError(Exception):
@@ -446,6 +453,9 @@ def import_hf(src_dir, dst_dir) -> Path:
         for name in AUX_FILES:
             if (src / name).is_file():
                 shutil.copyfile(src / name, tmp / name)
+        if not (tmp / "generation_config.json").is_file() and hf.get("eos_token_id") is not None:
+            # our config.json replaces HF's, which held the stop ids: keep them where chat reads
+            _write_json(tmp / "generation_config.json", {"eos_token_id": hf["eos_token_id"]})
         meta = {"source": "hf", "hf_model_type": model_type, "imported_from": str(src)}
         _write_json(tmp / META_FILE, {**meta, "format_version": FORMAT_VERSION})
 

@@ -172,3 +172,48 @@ def test_unsupported_model_type_names_config_json(tmp_path):
     with pytest.raises(CheckpointError, match="config.json.*bert"):
         import_hf(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_chat_template_saved_by_transformers_5_survives_import_with_the_stop_ids(
+    tmp_path, tokenizer
+):
+    from transformers import PreTrainedTokenizerFast
+
+    from modeling.chat import ChatFormat, TemplateChatFormat
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=4,
+    )
+    src = tmp_path / "src"
+    transformers.LlamaForCausalLM(cfg).save_pretrained(src)
+    # a foreign tokenizer (none of our control tokens), as a hub Llama would have
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    raw = HFTokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(
+        TEXTS,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>")
+    hf_tok.chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    hf_tok.save_pretrained(src)  # transformers 5 writes chat_template.jinja
+    dst = import_hf(src, tmp_path / "ours")
+    _, tok, _ = load_model(dst)
+    fmt = ChatFormat.for_model(tok, dst)
+    assert isinstance(fmt, TemplateChatFormat)
+    assert 4 in fmt.stop_token_ids  # from HF config.json, which import replaces
+    assert tok.token_id("</s>") in fmt.stop_token_ids
