@@ -1,0 +1,247 @@
+"""Named training recipes. ``default``: the model a fresh install trains on first start.
+
+The default recipe, sized for a 2-core CPU and about ten minutes:
+
+1. a byte-level BPE tokenizer trained on the skills world (pretraining statements + training
+   dialogues);
+2. a small Llama-style model (RoPE, RMSNorm, SwiGLU);
+3. optionally, next-token pretraining on the plain-text statements of the world;
+4. supervised fine-tuning on the skills training dialogues, mixed with the plain-text statements
+   (full loss). Mixing matters: facts about held-out entities (the OOD split) appear only as
+   statements, and training on statements and dialogues together is what lets the model answer
+   questions about facts it has only read.
+
+Each stage writes its own directory under ``out_dir`` and is skipped when its model already exists,
+so a killed build resumes where it stopped (a stage in progress resumes from its training state).
+
+Usage::
+
+    python -m modeling.train --recipe default --out var/models/default
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from modeling.train import ProgressFn, TrainConfig, train
+
+
+@dataclass
+class DefaultRecipe:
+    """Knobs of the default recipe (the defaults are the measured recipe in docs/benchmarks.md)."""
+
+    vocab_size: int = 1024
+    text_docs: int = 2000  # skills.pretraining_text documents
+    train_dialogues: int = 0  # skills train dialogues (0 -> skills default)
+    model: dict = field(
+        default_factory=lambda: dict(family="llama", n_layer=4, n_head=4, n_embd=128)
+    )
+    seq_len: int = 128
+    batch_size: int = 16
+    pack_sft: bool = True
+    pretrain_steps: int = 0
+    pretrain_lr: float = 3e-3
+    sft_steps: int = 1200
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    eval_n: int = 200  # test and ood dialogues evaluated at the end (metrics in meta.json)
+    num_threads: int = 0  # 0 -> measure which thread count is faster right now
+
+
+def choose_num_threads(max_threads: int | None = None, seconds: float = 0.25) -> int:
+    """Pick the faster torch thread count, 1 or all cores, by timing a small matmul workload.
+
+    On a shared machine a busy core stalls every multi-threaded kernel, and one thread can be many
+    times faster than two; on an idle machine all cores win. Measuring beats guessing.
+
+    Args:
+        max_threads: the most threads to consider (default: os.cpu_count()).
+        seconds: time spent on each candidate.
+
+    Returns:
+        The thread count that ran the workload faster.
+    """
+    max_threads = max_threads or os.cpu_count() or 1
+    if max_threads <= 1:
+        return 1
+    previous = torch.get_num_threads()
+    a, b = torch.randn(1024, 128), torch.randn(128, 512)
+    rates = {}
+    try:
+        for n in (1, max_threads):
+            torch.set_num_threads(n)
+            a @ b
+            count, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                (a @ b).relu_() @ b.T
+                count += 1
+            rates[n] = count / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return max(rates, key=rates.get)
+
+
+def _stage_done(stage_dir: Path) -> Path | None:
+    model_dir = stage_dir / "model"
+    return model_dir if (model_dir / "meta.json").is_file() else None
+
+
+def build_default_model(
+    out_dir: str | os.PathLike,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    seed: int = 0,
+    recipe: DefaultRecipe | None = None,
+) -> Path:
+    """Train the default model from nothing: tokenizer, (pretraining,) fine-tuning, evaluation.
+
+    Args:
+        out_dir: working directory of the build (stages and the final model go under it).
+        progress: receives train()'s progress dicts with ``step``/``total`` counted over the whole
+            build (so the fraction only grows) plus ``stage`` ("tokenizer", "pretrain", "sft",
+            "evaluate").
+        should_cancel: checked between steps; raises modeling.train.Cancelled (a later call with
+            the same out_dir resumes).
+        seed: seeds the model initialisation and the data order.
+        recipe: the knobs (default: DefaultRecipe()).
+
+    Returns:
+        The final model directory (``out_dir/sft/model``); its meta.json holds the recipe, the
+        loss curves and exact-match accuracy on the skills test and OOD splits.
+    """
+    from modeling import skills
+    from modeling.tokenizer import Tokenizer
+
+    r = recipe or DefaultRecipe()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    total = r.pretrain_steps + r.sft_steps
+    previous_threads = torch.get_num_threads()
+
+    def report(stage: str, offset: int) -> ProgressFn:
+        def forward(info: dict) -> None:
+            if progress is not None:
+                progress({**info, "step": offset + info["step"], "total": total, "stage": stage})
+
+        return forward
+
+    try:
+        # 1. tokenizer
+        tok_file = out / "tokenizer.json"
+        if not tok_file.is_file():
+            report("tokenizer", 0)({"step": 0, "loss": None, "lr": 0.0, "phase": "train",
+                                    "tokens_per_s": 0.0, "eta_s": 0.0})  # fmt: skip
+            texts = list(skills.pretraining_text(n=r.text_docs, seed=seed))
+            dialogues = skills.dialogues("train", n=r.train_dialogues or None, seed=seed)
+            texts += [m["content"] for d in dialogues for m in d.messages]
+            Tokenizer.train(texts, vocab_size=r.vocab_size).save(tok_file)
+
+        common = dict(
+            seq_len=r.seq_len,
+            batch_size=r.batch_size,
+            skills_n=r.train_dialogues,
+            skills_seed=seed,
+            skills_text_n=r.text_docs,
+            seed=seed,
+            weight_decay=r.weight_decay,
+            warmup_steps=r.warmup_steps,
+            min_lr=r.min_lr,
+            lineage={"recipe": "default"},
+        )
+
+        # 2. optional pretraining on the plain-text statements
+        base = None
+        if r.pretrain_steps:
+            stage = out / "pretrain"
+            base = _stage_done(stage)
+            if base is None:
+                torch.set_num_threads(r.num_threads or choose_num_threads())
+                cfg = TrainConfig(
+                    kind="pretrain",
+                    out_dir=str(stage),
+                    tokenizer=str(tok_file),
+                    model=dict(r.model, block_size=r.seq_len),
+                    data=["skills-text"],
+                    max_steps=r.pretrain_steps,
+                    lr=r.pretrain_lr,
+                    checkpoint_interval=200,
+                    **common,
+                )
+                base = train(cfg, report("pretrain", 0), should_cancel)
+
+        # 3. fine-tuning on dialogues mixed with the statements
+        stage = out / "sft"
+        final = _stage_done(stage)
+        if final is None:
+            torch.set_num_threads(r.num_threads or choose_num_threads())
+            source = {"base_model": str(base)} if base else {}
+            if not base:
+                source = {"tokenizer": str(tok_file), "model": dict(r.model, block_size=r.seq_len)}
+            cfg = TrainConfig(
+                kind="sft",
+                out_dir=str(stage),
+                data=["skills:train", "skills-text"],
+                pack_sft=r.pack_sft,
+                max_steps=r.sft_steps,
+                lr=r.lr,
+                checkpoint_interval=200,
+                **source,
+                **common,
+            )
+            final = train(cfg, report("sft", r.pretrain_steps), should_cancel)
+        train_seconds = time.perf_counter() - t_start
+
+        # 4. exact match on held-out splits, recorded in meta.json
+        meta_file = final / "meta.json"
+        meta = json.loads(meta_file.read_text())
+        if r.eval_n and "skills_eval" not in meta:
+            report("evaluate", total)({"step": 0, "loss": None, "lr": 0.0, "phase": "eval",
+                                       "tokens_per_s": 0.0, "eta_s": 0.0})  # fmt: skip
+            meta["skills_eval"] = evaluate_skills(final, n=r.eval_n, seed=seed)
+        meta["recipe"] = {"name": "default", **dataclasses.asdict(r)}
+        meta.setdefault("build_seconds", round(train_seconds, 1))
+        tmp = meta_file.with_name("meta.json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, meta_file)
+        return final
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def evaluate_skills(
+    model_dir: str | os.PathLike, n: int = 0, seed: int = 0, splits=("test", "ood")
+) -> dict:
+    """Exact-match accuracy of a model directory on skills splits.
+
+    Args:
+        model_dir: the model.
+        n: dialogues per split (0 = the split's default size).
+        seed: skills generator seed.
+        splits: which splits.
+
+    Returns:
+        {split: evaluate() result (accuracy, correct, n, per_family)}.
+    """
+    from modeling import skills
+    from modeling.chat import ChatFormat
+    from modeling.checkpoint import load_model
+    from modeling.evaluate import evaluate
+
+    model, tokenizer, _ = load_model(model_dir)
+    fmt = ChatFormat.for_model(tokenizer, model_dir)
+    results = {}
+    for split in splits:
+        dialogues = skills.dialogues(split, seed=seed)
+        results[split] = evaluate(model, fmt, dialogues[:n] if n else dialogues, batch_size=100)
+    return results
