@@ -14,7 +14,14 @@ from celery import Celery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchat.settings")
 
 # Task modules, imported by the worker at start (the web side imports them when it enqueues).
-TASK_MODULES: list[str] = ["worker.generation", "worker.training", "worker.models"]
+TASK_MODULES: list[str] = [
+    "worker.generation",
+    "worker.training",
+    "worker.models",
+    "worker.curation",
+    "worker.evaluation",
+    "worker.schedules",
+]
 
 app = Celery("webchat", include=TASK_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")

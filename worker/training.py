@@ -236,11 +236,14 @@ def register(run, model_dir: Path, recorder: RunRecorder):
 
 
 def after_training(run_id: int, version_id: int) -> None:
-    """Activate the default model when nothing is active yet (first start); evaluation and
-    promotion of fine-tuned candidates are the curation loop's job."""
+    """Activate the default model when nothing is active yet (first start); then evaluate every
+    finished run's model on the `cpu` queue (the learning loop continues from the evaluation:
+    worker.evaluation -> worker.schedules.loop_after_evaluation)."""
     from webchat.registry.models import ModelVersion, TrainingRun
     from webchat.registry.services import model_version_activate, model_version_active
+    from worker.evaluation import evaluate_version
 
     run = TrainingRun.objects.get(pk=run_id)
     if run.kind == "default" and model_version_active() is None:
         model_version_activate(version=ModelVersion.objects.get(pk=version_id))
+    transaction.on_commit(lambda: evaluate_version.delay(version_id, run_id))

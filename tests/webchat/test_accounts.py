@@ -97,7 +97,7 @@ def test_admin_works_for_staff_and_not_for_users(client, admin_client):
 def test_the_curator_group_exists_with_the_curation_permissions():
     group = Group.objects.get(name="curator")
     codenames = set(group.permissions.values_list("codename", flat=True))
-    assert {"view_feedback", "build_dataset", "add_trainingrun"} <= codenames
+    assert {"view_flaggedturn", "build_dataset", "add_trainingrun"} <= codenames
     assert "delete_conversation" not in codenames and "delete_user" not in codenames
 
 

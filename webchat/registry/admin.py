@@ -5,20 +5,71 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
-from django.urls import path
-from django.utils.html import format_html
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from webchat.registry.models import Evaluation, ModelVersion, TrainingRun
+from webchat.registry.models import (
+    Evaluation,
+    ModelVersion,
+    PromotionPolicy,
+    PromotionRecord,
+    TrainingRun,
+)
+from webchat.registry.selectors import comparison_versions, metrics_table
 from webchat.registry.services import (
     RegistryError,
     directory_size,
-    model_version_activate,
     model_version_delete,
+    model_version_promote,
     model_version_retire,
+    model_version_rollback,
+    promotion_gates,
     training_run_cancel,
     training_run_start,
 )
+
+PROMOTE_PERMISSION = "registry.promote_modelversion"
+
+
+def metrics_table_html(versions) -> str:
+    """The side-by-side metrics table as admin HTML (escaped cells)."""
+    table = metrics_table(list(versions))
+    if not table["columns"]:
+        return "<p>No versions.</p>"
+    head = format_html_join("", "<th>{}</th>", ((c,) for c in table["columns"]))
+    body = format_html_join(
+        "",
+        "<tr><td>{}</td>{}</tr>",
+        (
+            (label, format_html_join("", "<td>{}</td>", ((c,) for c in cells)))
+            for label, cells in table["rows"]
+        ),
+    )
+    return format_html(
+        '<table class="metrics-table"><thead><tr><th>metric</th>{}</tr></thead>'
+        '<tbody>{}</tbody></table><p class="help">Evaluation settings {} (promotion policy).'
+        "</p>",
+        head,
+        body,
+        table["config_key"],
+    )
+
+
+def gates_html(report: dict) -> str:
+    rows = format_html_join(
+        "",
+        "<li>{} {}: {}</li>",
+        (("✔" if c["passed"] else "✘", c["name"], c["detail"]) for c in report["checks"]),
+    )
+    verdict = "passes" if report["passed"] else "does not pass"
+    return format_html(
+        "<p><b>{} {} the promotion gates</b> against {}.</p><ul>{}</ul>",
+        report["candidate"],
+        verdict,
+        report["active"] or "no active version",
+        rows,
+    )
 
 
 class ImportForm(forms.Form):
@@ -53,8 +104,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "created_at",
         "activated_at",
         "disk",
+        "evaluations_vs_parent_and_active",
+        "gates",
     )
-    actions = ["activate", "retire", "delete_with_files"]
+    actions = ["promote", "activate", "evaluate", "compare", "retire", "delete_with_files"]
     change_list_template = "admin/registry/modelversion/change_list.html"
 
     def get_actions(self, request):
@@ -84,17 +137,94 @@ class ModelVersionAdmin(admin.ModelAdmin):
         extra_context = {**(extra_context or {}), "disk_total": filesizeformat(total)}
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Activate (workers switch on their next request)")
-    def activate(self, request, queryset):
+    @admin.display(description="evaluations (this version, its parent, the active one)")
+    def evaluations_vs_parent_and_active(self, obj):
+        return metrics_table_html(comparison_versions(obj))
+
+    @admin.display(description="promotion gates")
+    def gates(self, obj):
+        return gates_html(promotion_gates(candidate=obj))
+
+    def _one(self, request, queryset, what):
+        if not request.user.has_perm(PROMOTE_PERMISSION):
+            self.message_user(request, f"You may not {what} model versions.", messages.ERROR)
+            return None
         if queryset.count() != 1:
-            self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
+            self.message_user(request, f"Select exactly one version to {what}.", messages.ERROR)
+            return None
+        return queryset.get()
+
+    @admin.action(description="Promote (only if it passes the gates; workers switch at once)")
+    def promote(self, request, queryset):
+        version = self._one(request, queryset, "promote")
+        if version is None:
             return
         try:
-            version = model_version_activate(version=queryset.get())
+            model_version_promote(version=version, user=request.user)
+        except RegistryError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"{version.name} promoted: it is now active.", messages.SUCCESS)
+
+    @admin.action(description="Activate without the gates (admin override, audited)")
+    def activate(self, request, queryset):
+        version = self._one(request, queryset, "activate")
+        if version is None:
+            return
+        try:
+            model_version_promote(
+                version=version, user=request.user, force=True, note="activated from the admin"
+            )
         except RegistryError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
         self.message_user(request, f"{version.name} is now active.", messages.SUCCESS)
+
+    @admin.action(description="Evaluate (cpu queue; clean, OOD, perturbations, attacks)")
+    def evaluate(self, request, queryset):
+        from worker.evaluation import evaluate_version
+
+        if not request.user.has_perm("registry.add_trainingrun"):
+            self.message_user(request, "You may not start evaluations.", messages.ERROR)
+            return
+        for version in queryset:
+            evaluate_version.delay(version.pk)
+        self.message_user(
+            request, f"Evaluation of {queryset.count()} version(s) queued.", messages.SUCCESS
+        )
+
+    @admin.action(description="Compare side by side")
+    def compare(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return redirect(f"{reverse('admin:registry_modelversion_compare')}?ids={ids}")
+
+    def rollback_view(self, request):
+        if request.method != "POST" or not request.user.has_perm(PROMOTE_PERMISSION):
+            self.message_user(request, "You may not roll back model versions.", messages.ERROR)
+            return redirect("admin:registry_modelversion_changelist")
+        try:
+            record = model_version_rollback(user=request.user)
+        except RegistryError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"Rolled back from {record.previous_name} to {record.version_name}.",
+                messages.SUCCESS,
+            )
+        return redirect("admin:registry_modelversion_changelist")
+
+    def compare_view(self, request):
+        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.strip().isdigit()]
+        by_id = ModelVersion.objects.in_bulk(ids)
+        versions = [by_id[i] for i in ids if i in by_id]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Model versions side by side",
+            "opts": self.model._meta,
+            "table": metrics_table_html(versions),
+        }
+        return render(request, "admin/registry/modelversion/compare.html", context)
 
     @admin.action(description="Retire")
     def retire(self, request, queryset):
@@ -126,7 +256,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 "import/",
                 self.admin_site.admin_view(self.import_view),
                 name="registry_modelversion_import",
-            )
+            ),
+            path(
+                "rollback/",
+                self.admin_site.admin_view(self.rollback_view),
+                name="registry_modelversion_rollback",
+            ),
+            path(
+                "compare/",
+                self.admin_site.admin_view(self.compare_view),
+                name="registry_modelversion_compare",
+            ),
         ]
         return custom + super().get_urls()
 
@@ -223,11 +363,18 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "log",
             "error",
             "output_model",
+            "evaluations",
             "created_by",
             "created_at",
             "started_at",
             "finished_at",
         )
+
+    @admin.display(description="evaluations (candidate beside its parent)")
+    def evaluations(self, obj):
+        if obj.output_model is None:
+            return "—"
+        return metrics_table_html(comparison_versions(obj.output_model))
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -276,3 +423,53 @@ class EvaluationAdmin(admin.ModelAdmin):
     list_display = ("id", "model_version", "test_set", "created_at")
     list_filter = ("test_set",)
     readonly_fields = ("model_version", "test_set", "metrics", "created_at")
+
+
+@admin.register(PromotionPolicy)
+class PromotionPolicyAdmin(admin.ModelAdmin):
+    """One row: the gates, auto-promotion and the evaluation settings they read."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        policy = PromotionPolicy.load()
+        return redirect("admin:registry_promotionpolicy_change", policy.pk)
+
+
+@admin.register(PromotionRecord)
+class PromotionRecordAdmin(admin.ModelAdmin):
+    """The audit trail of promotions, roll-backs and refusals (read-only)."""
+
+    list_display = (
+        "created_at",
+        "action",
+        "version_name",
+        "previous_name",
+        "user",
+        "automatic",
+        "forced",
+        "passed",
+    )
+    list_filter = ("action", "automatic", "forced")
+    readonly_fields = [f.name for f in PromotionRecord._meta.fields] + ["gate_report"]
+
+    @admin.display(boolean=True)
+    def passed(self, obj):
+        return (obj.gates or {}).get("passed")
+
+    @admin.display(description="gates")
+    def gate_report(self, obj):
+        return gates_html(obj.gates) if obj.gates.get("checks") else "—"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -34,6 +34,7 @@ class ModelVersion(models.Model):
                 name="registry_one_active_model",
             )
         ]
+        permissions = [("promote_modelversion", "Can promote and roll back model versions")]
 
     def __str__(self) -> str:
         return self.name
@@ -89,6 +90,9 @@ class Evaluation(models.Model):
     )
     test_set = models.CharField(max_length=100)
     metrics = models.JSONField(default=dict)
+    # Hash of the evaluation settings (sizes, seeds, perturbations): only evaluations with the
+    # same key are compared side by side or by the promotion gates.
+    config_key = models.CharField(max_length=64, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -96,3 +100,102 @@ class Evaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_version} on {self.test_set}"
+
+
+class PromotionPolicy(models.Model):
+    """The promotion gates and the evaluation they read (one row, edited in the admin)."""
+
+    clean_tolerance_points = models.FloatField(
+        default=1.0,
+        help_text="A candidate's clean accuracy may be at most this many points (of 100) below "
+        "the active model's.",
+    )
+    require_lower_adaptive_asr = models.BooleanField(
+        default=True,
+        help_text="The candidate's adaptive attack success rate must be lower than the active "
+        "model's.",
+    )
+    auto_promote = models.BooleanField(
+        default=True,
+        help_text="The scheduled learning loop promotes a candidate that passes the gates. Off: "
+        "candidates wait for a person.",
+    )
+    eval_n = models.PositiveIntegerField(
+        default=200, help_text="Dialogues per split for clean (test) and OOD accuracy."
+    )
+    perturb_n = models.PositiveIntegerField(
+        default=200, help_text="Test dialogues evaluated under each perturbation."
+    )
+    perturb_families = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Perturbation families (augmenter recipes), e.g. ["typo", "word", "distractor"]; '
+        "empty: every recipe the augmenter offers.",
+    )
+    perturb_rates = models.JSONField(
+        default=list, blank=True, help_text="Word rates, e.g. [0.1, 0.2]; empty: [0.1, 0.2]."
+    )
+    attack_n = models.PositiveIntegerField(
+        default=50, help_text="Test dialogues attacked for the replayed and adaptive ASR."
+    )
+    attack_budget = models.PositiveIntegerField(
+        default=200, help_text="Model queries the attack may spend per dialogue."
+    )
+    seed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "promotion policy"
+        verbose_name_plural = "promotion policy"
+
+    def __str__(self) -> str:
+        return "promotion policy"
+
+    @classmethod
+    def load(cls) -> "PromotionPolicy":
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+    def eval_config(self) -> dict:
+        """The settings an evaluation depends on (their hash is Evaluation.config_key)."""
+        return {
+            "eval_n": self.eval_n,
+            "perturb_n": self.perturb_n,
+            "perturb_families": list(self.perturb_families or []),
+            "perturb_rates": list(self.perturb_rates or [0.1, 0.2]),
+            "attack_n": self.attack_n,
+            "attack_budget": self.attack_budget,
+            "seed": self.seed,
+        }
+
+
+class PromotionRecord(models.Model):
+    """The audit trail of promotions and roll-backs (and refused promotions)."""
+
+    class Action(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback", "roll back"
+        REFUSED = "refused", "promotion refused by the gates"
+
+    action = models.CharField(max_length=20, choices=Action.choices)
+    version = models.ForeignKey(
+        ModelVersion, null=True, on_delete=models.SET_NULL, related_name="promotion_records"
+    )
+    previous = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    version_name = models.CharField(max_length=100)
+    previous_name = models.CharField(max_length=100, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    automatic = models.BooleanField(default=False)
+    forced = models.BooleanField(default=False)
+    gates = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.version_name}"

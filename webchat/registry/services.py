@@ -1,5 +1,8 @@
-"""Writes and reads for model versions: which one is active, activation, retirement, deletion."""
+"""Writes and reads for model versions: which one is active, activation, retirement, deletion,
+promotion through the gates and roll back (both audited)."""
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -7,7 +10,13 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from webchat.registry.models import ModelVersion, TrainingRun
+from webchat.registry.models import (
+    Evaluation,
+    ModelVersion,
+    PromotionPolicy,
+    PromotionRecord,
+    TrainingRun,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +146,228 @@ def ensure_default_model(*, embedded: bool) -> TrainingRun | None:
         return pending
     log.info("no model yet: training the default model (see the admin for progress)")
     return training_run_start(kind=TrainingRun.Kind.DEFAULT)
+
+
+# ---- evaluations, promotion gates, promotion and roll back -----------------------------------
+
+# Evaluation.test_set names written by worker.evaluation.
+TEST_CLEAN = "skills:test"
+TEST_OOD = "skills:ood"
+TEST_PERTURBED = "perturbed"
+TEST_ADAPTIVE = "attack:adaptive"
+TEST_REPLAYED = "attack:replayed"
+
+
+class PromotionRefused(RegistryError):
+    """The gates said no; `report` says which check failed and by how much."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def eval_config_key(config: dict) -> str:
+    """A short stable hash of evaluation settings (Evaluation.config_key)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluation_current_key() -> str:
+    return eval_config_key(PromotionPolicy.load().eval_config())
+
+
+def evaluation_record(*, version: ModelVersion, test_set: str, metrics: dict, config_key: str):
+    """Store (replace) one evaluation of a version under the given settings."""
+    Evaluation.objects.filter(
+        model_version=version, test_set=test_set, config_key=config_key
+    ).delete()
+    return Evaluation.objects.create(
+        model_version=version, test_set=test_set, metrics=metrics, config_key=config_key
+    )
+
+
+def evaluation_results(version: ModelVersion, config_key: str | None = None) -> dict:
+    """{test_set: metrics} of a version under `config_key` (default: the current policy's)."""
+    key = config_key or evaluation_current_key()
+    rows = Evaluation.objects.filter(model_version=version, config_key=key).order_by("created_at")
+    return {row.test_set: row.metrics for row in rows}
+
+
+def _points(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def promotion_gates(
+    *, candidate: ModelVersion, active: ModelVersion | None = ..., policy=None
+) -> dict:
+    """Check a candidate against the active version with the policy's gates.
+
+    Gates: clean accuracy (skills test) not lower than the active's minus the tolerance, and (when
+    required) adaptive attack success rate strictly lower than the active's (equal at 0 passes:
+    nothing left to lower). Both models must have been evaluated with the same settings.
+
+    Returns:
+        {"passed": bool, "checks": [{"name", "passed", "detail"}], "candidate", "active",
+         "config_key"}.
+    """
+    policy = policy or PromotionPolicy.load()
+    if active is ...:
+        active = model_version_active()
+    key = eval_config_key(policy.eval_config())
+    report = {
+        "candidate": candidate.name,
+        "active": active.name if active else None,
+        "config_key": key,
+        "checks": [],
+    }
+    if active is None or active.pk == candidate.pk:
+        report["checks"].append(
+            {"name": "active model", "passed": True, "detail": "no other active version"}
+        )
+        report["passed"] = True
+        return report
+    cand, act = evaluation_results(candidate, key), evaluation_results(active, key)
+
+    def value(results, test_set, field):
+        return (results.get(test_set) or {}).get(field)
+
+    c_clean, a_clean = value(cand, TEST_CLEAN, "accuracy"), value(act, TEST_CLEAN, "accuracy")
+    tolerance = policy.clean_tolerance_points / 100.0
+    if c_clean is None or a_clean is None:
+        missing = candidate.name if c_clean is None else active.name
+        report["checks"].append(
+            {"name": "clean accuracy", "passed": False, "detail": f"{missing} is not evaluated"}
+        )
+    else:
+        report["checks"].append(
+            {
+                "name": "clean accuracy",
+                "passed": c_clean >= a_clean - tolerance - 1e-9,
+                "detail": f"{_points(c_clean)} vs active {_points(a_clean)} "
+                f"(tolerance {policy.clean_tolerance_points:g} points)",
+            }
+        )
+    if policy.require_lower_adaptive_asr:
+        # ASR is undefined (None) when the model answered no attacked dialogue correctly: nothing
+        # could be attacked, counted as 0 here (the clean-accuracy gate judges such a model).
+        c_asr = value(cand, TEST_ADAPTIVE, "asr") or 0.0
+        a_asr = value(act, TEST_ADAPTIVE, "asr") or 0.0
+        if TEST_ADAPTIVE not in cand or TEST_ADAPTIVE not in act:
+            missing = candidate.name if TEST_ADAPTIVE not in cand else active.name
+            report["checks"].append(
+                {"name": "adaptive ASR", "passed": False, "detail": f"{missing} is not attacked"}
+            )
+        else:
+            report["checks"].append(
+                {
+                    "name": "adaptive ASR",
+                    "passed": c_asr < a_asr or (c_asr == 0 and a_asr == 0),
+                    "detail": f"{_points(c_asr)}% vs active {_points(a_asr)}% (must be lower)",
+                }
+            )
+    report["passed"] = all(check["passed"] for check in report["checks"])
+    return report
+
+
+def _record(action, version, previous, user, **fields) -> PromotionRecord:
+    return PromotionRecord.objects.create(
+        action=action,
+        version=version,
+        previous=previous,
+        version_name=version.name,
+        previous_name=previous.name if previous else "",
+        user=user if user is not None and user.is_authenticated else None,
+        **fields,
+    )
+
+
+def model_version_promote(
+    *, version: ModelVersion, user=None, automatic: bool = False, force: bool = False, note=""
+) -> PromotionRecord:
+    """Make a candidate the active version if it passes the promotion gates (audited).
+
+    Args:
+        version: the candidate.
+        user: who asked (None for the scheduled loop).
+        automatic: the learning loop promoted it.
+        force: activate even when the gates fail (an admin's override; recorded as forced).
+        note: free text for the audit record.
+
+    Returns:
+        The PromotionRecord.
+
+    Raises:
+        PromotionRefused: the gates failed (a "refused" record is written first).
+        RegistryError: the version is already active or cannot be activated.
+    """
+    previous = model_version_active()
+    if previous is not None and previous.pk == version.pk:
+        raise RegistryError(f"{version.name} is already active")
+    if version.status == ModelVersion.Status.RETIRED and not force:
+        raise RegistryError(f"{version.name} is retired")
+    report = promotion_gates(candidate=version, active=previous)
+    if not report["passed"] and not force:
+        failed = "; ".join(
+            f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["passed"]
+        )
+        _record(
+            PromotionRecord.Action.REFUSED,
+            version,
+            previous,
+            user,
+            automatic=automatic,
+            gates=report,
+            note=note,
+        )
+        raise PromotionRefused(f"{version.name} does not pass the gates: {failed}", report)
+    with transaction.atomic():
+        model_version_activate(version=version)
+        return _record(
+            PromotionRecord.Action.PROMOTE,
+            version,
+            previous,
+            user,
+            automatic=automatic,
+            forced=force and not report["passed"],
+            gates=report,
+            note=note,
+        )
+
+
+def model_version_rollback(*, user=None, note: str = "") -> PromotionRecord:
+    """Reactivate the version that was active before the current one (audited).
+
+    The previous version is the one the current version replaced in its last promotion; without
+    such a record, the most recently activated other version that is not retired.
+
+    Returns:
+        The PromotionRecord of the roll back.
+
+    Raises:
+        RegistryError: nothing is active, or there is nothing to roll back to.
+    """
+    current = model_version_active()
+    if current is None:
+        raise RegistryError("no version is active: nothing to roll back")
+    last = (
+        PromotionRecord.objects.filter(
+            action__in=[PromotionRecord.Action.PROMOTE, PromotionRecord.Action.ROLLBACK],
+            version=current,
+            previous__isnull=False,
+        )
+        .exclude(previous=current)
+        .first()
+    )
+    target = last.previous if last is not None else None
+    if target is None or target.status == ModelVersion.Status.RETIRED:
+        target = (
+            ModelVersion.objects.exclude(pk=current.pk)
+            .exclude(status=ModelVersion.Status.RETIRED)
+            .filter(activated_at__isnull=False)
+            .order_by("-activated_at")
+            .first()
+        )
+    if target is None:
+        raise RegistryError(f"there is no earlier version to roll back to from {current.name}")
+    with transaction.atomic():
+        model_version_activate(version=target)
+        return _record(PromotionRecord.Action.ROLLBACK, target, current, user, note=note, gates={})

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from webchat.curation.permissions import sync_curator_group
+from webchat.curation.permissions import sync_curator_group_so_far
 
 
 def remove_group(apps, schema_editor):
@@ -16,4 +16,4 @@ class Migration(migrations.Migration):
         ("contenttypes", "0002_remove_content_type_name"),
     ]
 
-    operations = [migrations.RunPython(sync_curator_group, remove_group)]
+    operations = [migrations.RunPython(sync_curator_group_so_far, remove_group)]

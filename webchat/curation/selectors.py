@@ -1,0 +1,56 @@
+"""Reads for curation: the flagged queue (consented conversations only), turn context, counts."""
+
+from django.db.models import Q, QuerySet
+
+from webchat.chat.models import Feedback, Message
+from webchat.curation.models import AdversarialSample
+
+
+def consented(queryset: QuerySet, prefix: str) -> QuerySet:
+    """Keep rows whose conversation (reached through `prefix`) has the owner's training consent."""
+    return queryset.filter(**{f"{prefix}conversation__training_consent": True})
+
+
+def flagged_feedback(queryset: QuerySet | None = None) -> QuerySet:
+    """Feedback that asks for curation: a thumbs-down, a reason tag or a corrected reply, on an
+    assistant reply in a conversation whose owner consented to training use.
+
+    Args:
+        queryset: Feedback rows to filter (default: all; the admin passes its proxy model's).
+    """
+    flagged = Q(rating__lt=0) | ~Q(reason="") | ~Q(corrected_reply="")
+    return (
+        consented(Feedback.objects.all() if queryset is None else queryset, "message__")
+        .filter(flagged, message__role=Message.Role.ASSISTANT, message__parent__isnull=False)
+        .select_related("message__parent", "message__conversation", "user")
+    )
+
+
+def turn_context(user_message: Message) -> list[dict]:
+    """The messages before `user_message` on its branch (system prompt first), oldest first."""
+    chain = []
+    node = user_message.parent
+    while node is not None:
+        chain.append({"role": node.role, "content": node.content})
+        node = node.parent
+    chain.reverse()
+    system = user_message.conversation.system_prompt.strip()
+    return ([{"role": "system", "content": system}] if system else []) + chain
+
+
+def samples_for_dataset(*, only_valid: bool = True, kinds=None) -> QuerySet:
+    """Approved samples that may go into a dataset: never from a conversation whose owner has not
+    consented (or withdrew consent since the sample was made)."""
+    qs = AdversarialSample.objects.filter(status=AdversarialSample.Review.APPROVED).filter(
+        Q(source_message__isnull=True) | Q(source_message__conversation__training_consent=True)
+    )
+    if only_valid:
+        qs = qs.exclude(valid=False)
+    if kinds:
+        qs = qs.filter(kind__in=list(kinds))
+    return qs.order_by("id")
+
+
+def approved_not_in_any_dataset() -> QuerySet:
+    """Approved, usable samples no dataset version contains yet (the loop's trigger)."""
+    return samples_for_dataset().filter(datasets__isnull=True)

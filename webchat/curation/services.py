@@ -1,0 +1,331 @@
+"""Writes for curation: review, samples from corrections, jobs, frozen dataset versions, the audit
+log of staff access to conversation content."""
+
+import json
+import logging
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from webchat.curation.hashing import file_sha256
+from webchat.curation.models import (
+    AdversarialSample,
+    ConversationAccessLog,
+    CurationJob,
+    Dataset,
+)
+from webchat.curation.selectors import flagged_feedback, samples_for_dataset, turn_context
+
+log = logging.getLogger(__name__)
+
+REVIEW_PERMISSION = "curation.review_adversarialsample"
+GENERATE_PERMISSION = "curation.generate_adversarialsample"
+BUILD_PERMISSION = "curation.build_dataset"
+
+# Fine-tuning from a dataset: a short, gentle continuation of the base model (the admin form and
+# the loop start from these; LoopSettings.finetune_hyperparameters overrides them).
+FINETUNE_DEFAULTS = {
+    "max_steps": 300,
+    "lr": 3e-4,
+    "min_lr": 3e-5,
+    "warmup_steps": 20,
+    "batch_size": 16,
+    "seq_len": 128,
+    "seed": 0,
+}
+
+# How users point out a mistake in the error-repair dialogues (chosen per sample, seeded by its
+# source turn so rebuilding gives the same dialogue).
+COMPLAINTS = [
+    "That is not right.",
+    "That's wrong, please check again.",
+    "No, that is incorrect.",
+    "Are you sure? I think that is a mistake.",
+    "That doesn't look right to me.",
+    "Wrong answer. Try again.",
+]
+
+
+class CurationError(Exception):
+    """A curation operation that cannot be done, with the reason for the admin."""
+
+
+def datasets_dir() -> Path:
+    return Path(getattr(settings, "DATASETS_DIR", Path(settings.VAR_DIR) / "datasets"))
+
+
+# ---- audit -----------------------------------------------------------------------------------
+
+
+def access_log_record(*, user, conversation_ids, view: str, request=None) -> int:
+    """Write one audit row per conversation whose content `user` (staff) is being shown.
+
+    Args:
+        user: the staff user.
+        conversation_ids: ids of the conversations shown (duplicates are written once).
+        view: which page showed them ("admin: conversation change", "curation: flagged list" ...).
+        request: the HTTP request (path and client address are kept).
+
+    Returns:
+        The number of rows written.
+    """
+    ids = sorted({int(i) for i in conversation_ids if i is not None})
+    if not ids:
+        return 0
+    from webchat.chat.models import Conversation
+
+    existing = set(Conversation.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    path = request.get_full_path()[:500] if request is not None else ""
+    ip = request.META.get("REMOTE_ADDR") if request is not None else None
+    ConversationAccessLog.objects.bulk_create(
+        ConversationAccessLog(
+            user=user,
+            username=user.get_username(),
+            conversation_id=cid if cid in existing else None,
+            conversation_ref=cid,
+            view=view[:100],
+            path=path,
+            ip=ip or None,
+        )
+        for cid in ids
+    )
+    return len(ids)
+
+
+# ---- review ----------------------------------------------------------------------------------
+
+
+def sample_review(*, user, samples, status: str, explanation: str = "") -> int:
+    """Approve or reject samples; the reviewer is added to each sample's reviewers.
+
+    Args:
+        user: the curator; needs curation.review_adversarialsample.
+        samples: a queryset or iterable of AdversarialSample.
+        status: "approved" or "rejected".
+        explanation: why (kept on the sample; an empty one keeps what was there).
+
+    Returns:
+        The number of samples changed.
+
+    Raises:
+        PermissionDenied: the user may not review.
+        CurationError: a bad status.
+    """
+    if not user.has_perm(REVIEW_PERMISSION):
+        raise PermissionDenied("You may not approve or reject adversarial samples.")
+    if status not in (AdversarialSample.Review.APPROVED, AdversarialSample.Review.REJECTED):
+        raise CurationError(f"status must be approved or rejected, not {status!r}")
+    now = timezone.now()
+    changed = 0
+    with transaction.atomic():
+        for sample in samples:
+            sample.status = status
+            sample.reviewed_at = now
+            if explanation:
+                sample.explanation = explanation
+            sample.save(update_fields=["status", "reviewed_at", "explanation"])
+            sample.reviewers.add(user)
+            changed += 1
+    return changed
+
+
+# ---- samples from corrections ----------------------------------------------------------------
+
+
+def samples_from_corrections(*, feedback_ids, kinds=("correction", "repair"), job=None) -> list:
+    """Correction samples and error-repair dialogues from the corrected replies among
+    `feedback_ids` (consented conversations only; an existing identical sample is not repeated).
+
+    Args:
+        feedback_ids: Feedback ids (only those with a corrected reply produce samples).
+        kinds: which of "correction" (user turn -> corrected reply) and "repair" (user turn ->
+            wrong reply -> complaint -> corrected reply) to make.
+        job: the CurationJob that made them, if any.
+
+    Returns:
+        The new AdversarialSample rows (status pending).
+    """
+    made = []
+    rows = flagged_feedback().filter(pk__in=list(feedback_ids)).exclude(corrected_reply="")
+    for feedback in rows:
+        reply = feedback.message
+        user_turn = reply.parent
+        context = turn_context(user_turn)
+        base = dict(
+            origin=AdversarialSample.Origin.CONVERSATION,
+            source_message=user_turn,
+            context=context,
+            original_text=user_turn.content,
+            perturbed_text=user_turn.content,
+            target_reply=feedback.corrected_reply.strip(),
+            attacked_model=reply.model_version,
+            model_output=reply.content,
+            fooled=True,
+            job=job,
+        )
+        for kind in kinds:
+            if kind == "correction":
+                fields = dict(base, kind=kind, method="user-correction", parameters={})
+            elif kind == "repair":
+                complaint = random.Random(f"repair:{user_turn.pk}").choice(COMPLAINTS)
+                fields = dict(
+                    base, kind=kind, method="error-repair", parameters={"complaint": complaint}
+                )
+                if not reply.content.strip():
+                    continue  # nothing to repair: the model said nothing
+            else:
+                raise CurationError(f"unknown sample kind {kind!r}")
+            duplicate = AdversarialSample.objects.filter(
+                source_message=user_turn,
+                kind=kind,
+                target_reply=fields["target_reply"],
+                model_output=fields["model_output"],
+            ).exists()
+            if not duplicate:
+                made.append(AdversarialSample.objects.create(**fields))
+    return made
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+
+
+def curation_job_start(*, kind: str, params: dict | None = None, user=None, **fields):
+    """Create a queued CurationJob and enqueue it on the `cpu` queue after commit.
+
+    Args:
+        kind: a CurationJob.Kind.
+        params: the job's parameters (JSON).
+        user: who asked.
+        fields: other CurationJob fields (auto_promote ...).
+
+    Returns:
+        The job.
+    """
+    from worker.curation import run_job
+
+    if kind not in CurationJob.Kind.values:
+        raise CurationError(f"unknown job kind {kind!r}")
+    job = CurationJob.objects.create(kind=kind, params=params or {}, created_by=user, **fields)
+    transaction.on_commit(lambda: run_job.delay(job.pk))
+    return job
+
+
+# ---- datasets --------------------------------------------------------------------------------
+
+
+def dataset_next_version(name: str) -> int:
+    return (Dataset.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+def clean_count(n_samples: int, clean_share: float) -> int:
+    """Clean records to add to n_samples so they are `clean_share` of the dataset."""
+    share = min(max(float(clean_share), 0.0), 0.95)
+    return round(n_samples * share / (1.0 - share))
+
+
+@transaction.atomic
+def dataset_build(
+    *,
+    name: str,
+    clean_records: list[dict],
+    only_valid: bool = True,
+    kinds=None,
+    clean_share: float | None = None,
+    user=None,
+    notes: str = "",
+    root: Path | None = None,
+) -> Dataset:
+    """Freeze the approved samples (plus clean records) into a new hashed JSONL dataset version.
+
+    The file is created exclusively (an existing file is never overwritten) and made read-only;
+    the Dataset row records its hash, filters and counts and links every sample it contains.
+
+    Args:
+        name: dataset name (the version number is the next free one for this name).
+        clean_records: clean training conversations ({"messages": [...], "meta": ...}) to mix in.
+        only_valid: leave out samples the validity oracle rejected.
+        kinds: restrict to these sample kinds (None: all).
+        clean_share: recorded in the filters (the caller sized clean_records with it).
+        user: who built it.
+        notes: free text.
+        root: the datasets directory (default settings.DATASETS_DIR or var/datasets).
+
+    Returns:
+        The frozen Dataset.
+
+    Raises:
+        CurationError: nothing to put in it, or the target file exists.
+    """
+    samples = list(samples_for_dataset(only_valid=only_valid, kinds=kinds))
+    if not samples and not clean_records:
+        raise CurationError("no approved samples and no clean data: nothing to build")
+    version = dataset_next_version(name)
+    directory = Path(root or datasets_dir()) / name
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"v{version}.jsonl"
+    records = [s.training_record() for s in samples] + list(clean_records)
+    try:
+        with open(path, "x", encoding="utf-8") as f:  # "x": never overwrite a snapshot
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+    except FileExistsError as exc:
+        raise CurationError(
+            f"{path} already exists; a dataset snapshot is never rewritten"
+        ) from exc
+    os.chmod(path, 0o444)
+    counts = {
+        "records": len(records),
+        "samples": len(samples),
+        "clean": len(clean_records),
+        "by_kind": dict(Counter(s.kind for s in samples)),
+        "by_method": dict(Counter(s.method for s in samples)),
+        "by_origin": dict(Counter(s.origin for s in samples)),
+    }
+    filters = {
+        "status": "approved",
+        "only_valid": only_valid,
+        "kinds": list(kinds) if kinds else None,
+        "clean_share": clean_share,
+        "consented_only": True,
+    }
+    try:
+        dataset = Dataset.objects.create(
+            name=name, version=version, filters=filters, counts=counts, created_by=user, notes=notes
+        )
+        dataset.samples.set(samples)
+        dataset.path = str(path)
+        dataset.sha256 = file_sha256(path)
+        dataset.save(update_fields=["path", "sha256"])
+    except Exception:
+        path.chmod(0o644)
+        path.unlink(missing_ok=True)
+        raise
+    log.info("dataset %s built: %s", dataset, counts)
+    return dataset
+
+
+def dataset_verify(dataset: Dataset) -> tuple[bool, str]:
+    """Whether a dataset's file is still the one that was frozen.
+
+    Returns:
+        (ok, reason): reason says what is wrong when not ok.
+    """
+    path = Path(dataset.path)
+    if not dataset.sha256:
+        return False, f"{dataset} was never frozen"
+    if not path.is_file():
+        return False, f"{path} is missing"
+    digest = file_sha256(path)
+    if digest != dataset.sha256:
+        return (
+            False,
+            f"{path} changed: sha256 {digest[:12]}… is not the recorded {dataset.sha256[:12]}…",
+        )
+    return True, f"sha256 {digest} verified"

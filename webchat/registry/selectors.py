@@ -1,0 +1,76 @@
+"""Reads for the registry admin: the side-by-side metrics table of model versions."""
+
+from webchat.registry.models import ModelVersion
+from webchat.registry.services import (
+    TEST_ADAPTIVE,
+    TEST_CLEAN,
+    TEST_OOD,
+    TEST_PERTURBED,
+    TEST_REPLAYED,
+    evaluation_current_key,
+    evaluation_results,
+)
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def metrics_table(versions: list[ModelVersion], config_key: str | None = None) -> dict:
+    """Rows of evaluation numbers, one column per version (same evaluation settings only).
+
+    Args:
+        versions: the versions to compare, in column order.
+        config_key: evaluation settings key (default: the current promotion policy's).
+
+    Returns:
+        {"columns": [version names], "rows": [(label, [cell text per version])],
+         "config_key": key}; a cell is "—" where that version lacks the number.
+    """
+    key = config_key or evaluation_current_key()
+    results = [evaluation_results(v, key) for v in versions]
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label, getter, fmt=_pct):
+        cells = []
+        for r in results:
+            try:
+                value = getter(r)
+            except (KeyError, TypeError):
+                value = None
+            cells.append(fmt(value) if value is not None else "—")
+        rows.append((label, cells))
+
+    row("clean accuracy (skills test)", lambda r: r[TEST_CLEAN]["accuracy"])
+    row("OOD accuracy", lambda r: r[TEST_OOD]["accuracy"])
+    perturbations = sorted({p for r in results for p in (r.get(TEST_PERTURBED) or {})})
+    for name in perturbations:
+        row(f"accuracy under {name}", lambda r, n=name: r[TEST_PERTURBED][n]["accuracy"])
+        row(
+            f"PDR {name}",
+            lambda r, n=name: r[TEST_PERTURBED][n]["pdr"],
+            fmt=lambda x: f"{x:+.3f}",
+        )
+    row("replayed ASR (mined against the parent)", lambda r: r[TEST_REPLAYED]["asr"])
+    row("adaptive ASR (attack rerun)", lambda r: r[TEST_ADAPTIVE]["asr"])
+    row("accuracy under attack", lambda r: r[TEST_ADAPTIVE]["accuracy_under_attack"])
+    row(
+        "attack: average queries",
+        lambda r: r[TEST_ADAPTIVE]["avg_queries"],
+        fmt=lambda x: f"{x:.1f}",
+    )
+    families = sorted({f for r in results for f in (r.get(TEST_CLEAN) or {}).get("per_family", {})})
+    for family in families:
+        row(f"clean: {family}", lambda r, f=family: r[TEST_CLEAN]["per_family"][f]["accuracy"])
+    return {"columns": [v.name for v in versions], "rows": rows, "config_key": key}
+
+
+def comparison_versions(version: ModelVersion) -> list[ModelVersion]:
+    """The version, its parent and the active version (each once), for its detail page."""
+    from webchat.registry.services import model_version_active
+
+    out = [version]
+    for other in (version.parent, model_version_active()):
+        if other is not None and other.pk not in {v.pk for v in out}:
+            out.append(other)
+    return out
