@@ -335,3 +335,32 @@ def test_the_loop_schedules_are_editable_periodic_tasks():
 
     tasks = set(PeriodicTask.objects.values_list("task", flat=True))
     assert {"worker.schedules.mine_new_conversations", "worker.schedules.learning_loop"} <= tasks
+
+
+def test_every_curation_page_renders_for_admins_and_curators(admin_client, admin_user, client):
+    feedback = flagged_turn(admin_user)
+    s = samples_from_corrections(feedback_ids=[feedback.pk])[0]
+    sample_review(user=admin_user, samples=[s], status="approved")
+    dataset = dataset_build(name="pages", clean_records=[])
+    pages = [
+        reverse("admin:curation_flaggedturn_changelist"),
+        reverse("admin:curation_flaggedturn_change", args=[feedback.pk]),
+        reverse("admin:curation_adversarialsample_changelist"),
+        reverse("admin:curation_adversarialsample_change", args=[s.pk]),
+        reverse("admin:curation_adversarialsample_generate_skills"),
+        reverse("admin:curation_curationjob_changelist"),
+        reverse("admin:curation_dataset_changelist"),
+        reverse("admin:curation_dataset_change", args=[dataset.pk]),
+        reverse("admin:curation_dataset_build"),
+        reverse("admin:curation_dataset_finetune", args=[dataset.pk]),
+        reverse("admin:registry_modelversion_changelist"),
+        reverse("admin:registry_promotionrecord_changelist"),
+        reverse("admin:django_celery_beat_periodictask_changelist"),
+    ]
+    for url in pages:
+        assert admin_client.get(url).status_code == 200, url
+    client.force_login(curator())
+    for url in pages[:-3]:
+        assert client.get(url).status_code == 200, url
+    detail = client.get(reverse("admin:curation_adversarialsample_change", args=[s.pk]))
+    assert "Madrid." in detail.content.decode()
