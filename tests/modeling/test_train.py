@@ -255,3 +255,30 @@ def test_typo_noise_is_deterministic_and_changes_a_long_word():
     b = typo_noise("What is the capital of Spain?", random.Random(1))
     assert a == b != "What is the capital of Spain?"
     assert typo_noise("hi", random.Random(0)) == "hi"
+
+
+def test_default_recipe_builds_a_loadable_model_and_reports_progress(tmp_path):
+    from modeling.recipes import DefaultRecipe, build_default_model
+
+    recipe = DefaultRecipe(
+        vocab_size=320,
+        text_docs=100,
+        train_dialogues=100,
+        model=dict(family="llama", n_layer=1, n_head=2, n_embd=32),
+        seq_len=96,
+        batch_size=4,
+        pretrain_steps=2,
+        sft_steps=3,
+        warmup_steps=1,
+        eval_n=4,
+        num_threads=1,
+    )
+    seen = []
+    path = build_default_model(tmp_path / "default", progress=seen.append, recipe=recipe)
+    model, _, meta = load_model(path)
+    assert meta["skills_eval"]["ood"]["n"] == 4 and meta["recipe"]["sft_steps"] == 3
+    assert meta["lineage"]["parent"].endswith("pretrain/model")
+    steps = [d["step"] for d in seen if d["phase"] == "train" and d["stage"] != "tokenizer"]
+    assert steps == [1, 2, 3, 4, 5] and {d["total"] for d in seen} == {5}
+    # a second call finds every stage done and returns the same model
+    assert build_default_model(tmp_path / "default", recipe=recipe) == path
