@@ -55,18 +55,29 @@ class RunRecorder:
         if loss is not None and phase == "train":
             self.curve.append([len(self.curve) + 1, round(float(loss), 5)])
         if phase == "eval":
-            self.log(f"eval at step {step}: dev loss {info.get('dev_loss', float('nan')):.4f}")
+            parts = [f"eval at step {step}:"]
+            dev_loss = info.get("dev_loss")
+            if dev_loss is not None and dev_loss == dev_loss:  # not NaN
+                parts.append(f"dev loss {dev_loss:.4f}")
+            if info.get("dev_accuracy") is not None:
+                parts.append(f"dev accuracy {info['dev_accuracy']:.1%}")
+            if len(parts) > 1:
+                self.log(" ".join(parts))
+            return
         now = time.monotonic()
         if now - self.last_write < PROGRESS_INTERVAL_S and step < total:
             return
         self.last_write = now
         fraction = self.phase_offset + self.phase_weight * min(1.0, step / total)
         eta = info.get("eta_s")
-        self.log(
-            f"step {step}/{total} loss {loss if loss is None else f'{loss:.4f}'} "
-            f"{info.get('tokens_per_s', 0):.0f} tok/s"
-            + (f" eta {eta:.0f}s" if eta is not None else "")
-        )
+        line = f"step {step}/{total}"
+        if loss is not None:
+            line += f" loss {loss:.4f}"
+        if info.get("tokens_per_s"):
+            line += f" {info['tokens_per_s']:.0f} tok/s"
+        if eta is not None and step < total:
+            line += f" eta {eta:.0f}s"
+        self.log(line)
         TrainingRun.objects.filter(pk=self.run_id).update(
             progress=round(fraction, 4),
             loss_curve=self.curve[-2000:],

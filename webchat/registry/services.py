@@ -30,6 +30,15 @@ def model_version_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
 
 
+def _headline_metrics(meta: dict) -> dict:
+    """The numbers worth a column in the admin: training metrics plus skills accuracy per split."""
+    metrics = dict(meta.get("metrics") or {})
+    for split, result in (meta.get("skills_eval") or {}).items():
+        if isinstance(result, dict) and "accuracy" in result:
+            metrics[f"{split}_accuracy"] = round(result["accuracy"], 4)
+    return metrics
+
+
 def model_version_register(
     *, name: str, path: str, info: dict, parent: ModelVersion | None = None, dataset=None
 ) -> ModelVersion:
@@ -49,7 +58,7 @@ def model_version_register(
         n_params=info.get("n_params", 0),
         parent=parent,
         dataset=dataset,
-        metrics=info.get("meta", {}).get("metrics", {}),
+        metrics=_headline_metrics(info.get("meta", {})),
     )
 
 
