@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
 LOG_TAIL_LINES = 40
+# modeling.augment's training recipes (its "ocr", "split_merge" and "heldout" are kept out of
+# training data: they measure generalisation to a family the model never saw).
 AUGMENT_METHODS = ("typo", "word", "distractor", "noise", "mixed")
+EVAL_FAMILIES = ("typo", "word", "distractor", "noise", "ocr", "split_merge")
 
 
 class JobRecorder:
@@ -169,14 +172,22 @@ class LoadedModel:
 # ---- augmentation and attack (modeling.augment / modeling.attack) -----------------------------
 
 
-def perturb_fn(method: str, rate: float):
-    """(text, rng, context) -> perturbed text for a named augmentation recipe."""
+def perturb_fn(method: str, rate: float, strict: bool = True):
+    """(text, rng, context) -> perturbed text (or the text itself) for an augmentation recipe.
+
+    Args:
+        method: a modeling.augment recipe name.
+        rate: its word rate.
+        strict: the validity oracle must understand the turn (False: turns it cannot parse, such
+            as a conversation's free text or a follow-up seen without its context, are held only
+            to the other constraints).
+    """
     from modeling import augment
 
-    augmenter = augment.recipe(method, rate=rate)
+    augmenter = augment.recipe(method, rate=rate, strict=strict)
 
     def perturb(text: str, rng: random.Random, context: list[dict]) -> str:
-        return augmenter(text, rng, context=_dialogue_context(context))
+        return augmenter(text, rng, context=_dialogue_context(context) or None)
 
     return perturb
 
@@ -299,7 +310,14 @@ def generate_samples(
     loaded = LoadedModel(version) if version is not None else None
     if "attack" in methods and loaded is None:
         raise ValueError("the attack needs a model version (none is active)")
-    perturbers = {m: perturb_fn(m, rate) for m in methods if m != "attack"}
+    # Turns the oracle understands get only oracle-valid variants; other turns (free text with a
+    # correction) are held to the slot and edit-share constraints.
+    perturbers = {
+        (m, strict): perturb_fn(m, rate, strict)
+        for m in methods
+        if m != "attack"
+        for strict in (True, False)
+    }
     counts = {"turns": len(sources), "samples": 0, "valid": 0, "invalid": 0, "fooled": 0}
     counts["skipped"] = 0
     for i, src in enumerate(sources):
@@ -309,7 +327,10 @@ def generate_samples(
                 recorder.log(f"turn {i + 1}: skipped ({src.note})")
             continue
         drafts = []
-        for method, perturb in perturbers.items():
+        understood = oracle_parse(src.text, src.context) is not None
+        for (method, strict), perturb in perturbers.items():
+            if strict != understood:
+                continue
             rng = random.Random(f"{seed}:{method}:{i}:{src.text}")
             perturbed = perturb(src.text, rng, src.context)
             if perturbed == src.text:

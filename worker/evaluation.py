@@ -57,11 +57,15 @@ def evaluate_version(version_id: int, run_id: int | None = None) -> dict:
         if other is not None and other.pk != version.pk and other not in references:
             references.append(other)
     evaluated = []
-    for reference in references:
-        if TEST_ADAPTIVE not in evaluation_results(reference, key):
-            evaluate_one(reference, config, key)
-            evaluated.append(reference.name)
-    results = evaluate_one(version, config, key)
+    try:
+        for reference in references:
+            if TEST_ADAPTIVE not in evaluation_results(reference, key):
+                evaluate_one(reference, config, key)
+                evaluated.append(reference.name)
+        results = evaluate_one(version, config, key)
+    except Exception as exc:  # noqa: BLE001 - recorded where the admin looks, then re-raised
+        evaluation_failed(version, run_id, f"{exc.__class__.__name__}: {exc}")
+        raise
     evaluated.append(version.name)
     if run_id is not None:
         from worker.schedules import loop_after_evaluation
@@ -73,10 +77,33 @@ def evaluate_version(version_id: int, run_id: int | None = None) -> dict:
     return {"version_id": version_id, "evaluated": evaluated, "results": summary}
 
 
-def _families(config: dict) -> list[str]:
-    from worker.curation import AUGMENT_METHODS
+def evaluation_failed(version, run_id: int | None, reason: str) -> None:
+    """Say why on the training run's log and close the learning-loop job that waits for it."""
+    from django.utils import timezone
 
-    return list(config.get("perturb_families") or [m for m in AUGMENT_METHODS if m != "mixed"])
+    from webchat.curation.models import CurationJob
+    from webchat.registry.models import TrainingRun
+
+    log.error("evaluation of %s failed: %s", version.name, reason)
+    if run_id is None:
+        return
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is not None:
+        line = f"{timezone.now():%H:%M:%S} evaluation of {version.name} failed: {reason}"
+        TrainingRun.objects.filter(pk=run_id).update(log_tail=f"{run.log_tail}\n{line}".strip())
+    CurationJob.objects.filter(
+        kind=CurationJob.Kind.LOOP, training_run_id=run_id, status=CurationJob.Status.RUNNING
+    ).update(
+        status=CurationJob.Status.FAILED,
+        error=f"evaluation failed: {reason}",
+        finished_at=timezone.now(),
+    )
+
+
+def _families(config: dict) -> list[str]:
+    from worker.curation import EVAL_FAMILIES
+
+    return list(config.get("perturb_families") or EVAL_FAMILIES)
 
 
 def evaluate_one(version, config: dict, key: str) -> dict:
@@ -110,7 +137,9 @@ def evaluate_one(version, config: dict, key: str) -> dict:
     perturbed = {}
     for family in _families(config):
         for rate in config.get("perturb_rates") or [0.1, 0.2]:
-            fn = perturb_fn(family, float(rate))
+            # evaluate() hands over the last user turn alone: follow-ups cannot be parsed without
+            # their context, so the oracle checks only the turns it understands (strict=False).
+            fn = perturb_fn(family, float(rate), strict=False)
             result = evaluate(
                 loaded.model,
                 loaded.fmt,
@@ -147,41 +176,28 @@ def _asr(successful: int, failed: int):
 
 
 def adaptive_attack(loaded, dialogues, config: dict, seed: int) -> dict:
-    """Attack every dialogue's last user turn against this model (TextAttack's numbers)."""
-    from worker.curation import attack_turn
+    """Attack every dialogue's last user turn against this model (modeling.attack's summary:
+    TextAttack's numbers), keeping the successful adversarial inputs for replay."""
+    from modeling.attack import attack_dialogues, attack_summary
 
-    counts = {"successful": 0, "failed": 0, "skipped": 0}
-    queries, changed, examples = [], [], []
-    for i, d in enumerate(dialogues):
-        context = [dict(m) for m in d.messages[:-2]]
-        text = d.messages[-2]["content"]
-        outcome = attack_turn(
-            loaded, context, text, d.answer, budget=int(config["attack_budget"]), seed=seed + i
-        )
-        counts[outcome["status"]] += 1
-        if outcome["status"] != "skipped":
-            queries.append(outcome["queries"])
-            changed.append(outcome["words_changed"])
-        if outcome["status"] == "successful":
-            examples.append(
-                {
-                    "context": context,
-                    "original": text,
-                    "perturbed": outcome["perturbed"],
-                    "reference": d.answer,
-                    "family": d.family,
-                }
-            )
-    attacked = counts["successful"] + counts["failed"]
-    n = len(dialogues)
+    budget = int(config["attack_budget"])
+    results = attack_dialogues(loaded.model, loaded.fmt, dialogues, budget=budget, seed=seed)
+    summary = attack_summary(results)
+    examples = [
+        {
+            "context": r.context,
+            "original": r.original,
+            "perturbed": r.perturbed,
+            "reference": r.target,
+            "family": d.family,
+        }
+        for r, d in zip(results, dialogues)
+        if r.status == "successful"
+    ]
     return {
-        **counts,
-        "n": n,
-        "asr": _asr(counts["successful"], counts["failed"]),
-        "accuracy_under_attack": counts["failed"] / n if n else 0.0,
-        "avg_queries": sum(queries) / attacked if attacked else 0.0,
-        "avg_words_changed": sum(changed) / attacked if attacked else 0.0,
-        "budget": int(config["attack_budget"]),
+        **summary,
+        "asr": summary["attack_success_rate"],
+        "budget": budget,
         "examples": examples,
     }
 
