@@ -47,9 +47,9 @@ class DefaultRecipe:
     seq_len: int = 128
     batch_size: int = 16
     pack_sft: bool = True
-    pretrain_steps: int = 0
+    pretrain_steps: int = 800
     pretrain_lr: float = 3e-3
-    sft_steps: int = 1200
+    sft_steps: int = 1600
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_steps: int = 50
