@@ -127,12 +127,23 @@ def build_default_model(
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     total = r.pretrain_steps + r.sft_steps
+    first_step: dict[str, int] = {}
     previous_threads = torch.get_num_threads()
 
     def report(stage: str, offset: int) -> ProgressFn:
         def forward(info: dict) -> None:
-            if progress is not None:
-                progress({**info, "step": offset + info["step"], "total": total, "stage": stage})
+            if progress is None:
+                return
+            step = offset + info["step"]
+            out_info = {**info, "step": step, "total": total, "stage": stage}
+            if info["phase"] == "train":
+                # ETA of the whole build (the stages cost about the same per step), from the
+                # steps this session has done (a resumed build starts part way)
+                first = first_step.setdefault("step", step - 1)
+                if step > first:
+                    elapsed = time.perf_counter() - t_start
+                    out_info["eta_s"] = elapsed / (step - first) * (total - step)
+            progress(out_info)
 
         return forward
 
