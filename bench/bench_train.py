@@ -1,8 +1,8 @@
 """Training step throughput: ours vs transformers' GPT2LMHeadModel, same config, same batches.
 
 One step = forward with loss + backward + AdamW step + zero_grad, on identical random batches. The
-two models are timed in alternating rounds (so background load hits both alike) and the median step
-time of each is compared. MFU = achieved training FLOP/s (6N + 12*L*H*hd*T per token, as in nanoGPT)
+two models take turns step by step (so background load hits both alike) and the median step time of
+each is compared. MFU = achieved training FLOP/s (6N + 12*L*H*hd*T per token, as in nanoGPT)
 divided by the matmul rate measured in the same run on the same device and dtype.
 
     .venv/bin/python bench/bench_train.py                           # CPU fp32, 2 threads
@@ -176,9 +176,10 @@ def main() -> None:
             b = batches[i % len(batches)]
             step(b[:, :-1].contiguous(), b[:, 1:].contiguous())
         _sync(device)
+    # step by step alternation: a burst of background load lands on both models alike
     for _ in range(args.rounds):
-        for name, step in steps.items():
-            for i in range(args.steps):
+        for i in range(args.steps):
+            for name, step in steps.items():
                 b = batches[i % len(batches)]
                 x, y = b[:, :-1].contiguous(), b[:, 1:].contiguous()
                 _sync(device)
