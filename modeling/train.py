@@ -993,6 +993,8 @@ class _ProgressBar:
             self.bar.set_description(phase)
         if phase == "eval":
             shown = {k: v for k, v in info.items() if k.startswith("dev_") or k.startswith("test")}
+            if not shown:
+                return
             self.bar.write(
                 f"step {info['step']}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
             )
