@@ -50,7 +50,7 @@ def make_model(path: Path) -> Path:
     tokenizer = Tokenizer.train(pretraining_text(500, seed=0), vocab_size=1024)
     torch.manual_seed(0)
     config = ModelConfig(
-        family="llama",
+        family="gpt2",
         vocab_size=tokenizer.vocab_size,
         block_size=512,
         n_layer=4,
@@ -58,10 +58,18 @@ def make_model(path: Path) -> Path:
         n_embd=256,
     )
     model = Transformer(config)
+    n_special = len(tokenizer.special_ids)
     with torch.no_grad():
-        # A random model would often pick control tokens (which print as nothing): zero their
-        # tied embeddings so greedy decoding emits visible text, as a trained model does.
-        model.transformer.wte.weight[: len(tokenizer.special_ids)] = 0
+        # A random model often picks control tokens, which print as nothing. Make the final
+        # hidden state lean on dimension 0 (LayerNorm bias) and give control tokens a negative
+        # weight there, so replies are visible text of the requested length, as a trained
+        # model's would be; the rest of the state still varies the tokens.
+        wte = model.transformer.wte.weight
+        wte[:, 0] = 1.0
+        wte[:n_special, 0] = -1.0
+        model.transformer.ln_f.weight.mul_(0.2)
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 5.0
     return save_model(model, tokenizer, path, meta={"name": "bench-e2e"})
 
 

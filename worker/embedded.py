@@ -8,7 +8,6 @@ Celery `WorkController` with a thread pool, consuming the same queues a separate
 import logging
 import socket
 import threading
-import time
 
 from django.conf import settings
 
@@ -21,11 +20,12 @@ _controller = None
 QUEUES = ("gpu", "train", "cpu")
 
 
-def start(concurrency: int = 8) -> bool:
+def start(concurrency: int = 8, beat: bool = True) -> bool:
     """Start the in-process worker once (idempotent).
 
     Args:
         concurrency: threads in the pool (generation tasks share one engine, so threads are cheap).
+        beat: also run the periodic scheduler (the reaper, the curation schedules).
 
     Returns:
         True when a worker is running in this process after the call.
@@ -63,35 +63,29 @@ def start(concurrency: int = 8) -> bool:
         _thread = threading.Thread(target=run, name="embedded-celery", daemon=True)
         _thread.start()
         ready.wait(timeout=30)
-        _start_periodic()
+        if beat:
+            _start_periodic()
         log.info("embedded Celery worker started (queues: %s)", ", ".join(QUEUES))
         return True
 
 
-_periodic: threading.Thread | None = None
-REAPER_INTERVAL_S = 10.0
+_beat = None
 
 
 def _start_periodic() -> None:
-    """Beat's job in embedded mode: the reaper, every REAPER_INTERVAL_S, through the queue."""
-    global _periodic
-    if _periodic is not None and _periodic.is_alive():
+    """Celery beat's job in embedded mode: the same scheduler (schedules editable in the
+    admin, the reaper from CELERY_BEAT_SCHEDULE) in a thread, sending to the in-memory queue."""
+    global _beat
+    if _beat is not None and _beat.is_alive():
         return
+    from celery.beat import EmbeddedService
 
-    def loop() -> None:
-        from worker.generation import reap_interrupted
+    from worker.app import app
 
-        while True:
-            time.sleep(REAPER_INTERVAL_S)
-            if not is_running():
-                return
-            try:
-                reap_interrupted.delay()
-            except Exception:
-                log.exception("could not enqueue the reaper")
-
-    _periodic = threading.Thread(target=loop, name="embedded-beat", daemon=True)
-    _periodic.start()
+    _beat = EmbeddedService(
+        app, max_interval=5, thread=True, scheduler_cls=settings.CELERY_BEAT_SCHEDULER
+    )
+    _beat.start()
 
 
 def is_running() -> bool:
@@ -101,13 +95,16 @@ def is_running() -> bool:
 
 def stop() -> None:
     """Stop the in-process worker (tests; process exit does it anyway)."""
-    global _thread, _controller
+    global _thread, _controller, _beat
     with _lock:
         if _controller is not None:
             _controller.stop(in_sighandler=False, exitcode=0)
         if _thread is not None:
             _thread.join(timeout=10)
         _thread = _controller = None
+        if _beat is not None:
+            _beat.stop()
+            _beat = None
         # Starting a worker marks the process as "inside a task"; undo that for the caller.
         from celery._state import _set_task_join_will_block
 

@@ -11,7 +11,7 @@ def test_healthz_is_ok_when_everything_is_reachable(client, settings):
     if not settings.REDIS_URL:
         from worker import embedded
 
-        embedded.start()
+        embedded.start(beat=False)
     try:
         response = client.get("/healthz")
     finally:

@@ -14,7 +14,7 @@ def test_ping_runs_on_the_embedded_worker_over_the_memory_transport(settings):
     assert settings.CELERY_BROKER_URL == "memory://" or settings.REDIS_URL
     if settings.REDIS_URL:
         pytest.skip("this run is configured for Redis; the embedded worker is off")
-    assert embedded.start()
+    assert embedded.start(beat=False)
     try:
         # The in-process worker marks the whole process as a worker; this caller is not a task.
         result = ping.apply_async(args=["hello"]).get(timeout=15, disable_sync_subtasks=False)
