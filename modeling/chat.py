@@ -31,6 +31,13 @@ class ContextTooLongError(ValueError):
     """Even the system turn plus the last exchange do not fit in `max_tokens`."""
 
 
+def _learns(message: Message) -> bool:
+    """True for assistant turns the loss covers. An assistant message with `"weight": 0` (the
+    OpenAI fine-tuning convention) stays in the context but is not learned, e.g. the wrong reply
+    of an error-repair dialogue."""
+    return message["role"] == "assistant" and message.get("weight", 1) != 0
+
+
 def validate_messages(messages: Sequence[Message]) -> None:
     """Check the turn order: an optional system turn first, then user/assistant alternating.
 
@@ -193,7 +200,7 @@ class ChatFormat:
         for message in messages:
             text = tok.encode(message["content"])
             ids += [marker[message["role"]], *text, tok.end_id]
-            learn = int(message["role"] == "assistant")
+            learn = int(_learns(message))
             mask += [0] + [learn] * (len(text) + 1)
         if add_generation_prompt:
             ids.append(tok.assistant_id)
@@ -294,7 +301,7 @@ class TemplateChatFormat(ChatFormat):
         # conversation's prefixes are prefixes of its rendering (true of ordinary templates).
         spans = []
         for i, message in enumerate(messages):
-            if message["role"] != "assistant":
+            if not _learns(message):
                 continue
             before = self.render_text(messages[:i], add_generation_prompt=True)
             through = self.render_text(messages[: i + 1], add_generation_prompt=False)
@@ -340,11 +347,12 @@ class PlainChatFormat(ChatFormat):
         for message in messages:
             role, content = message["role"], message["content"]
             if role == "assistant":
+                learn = int(_learns(message))
                 add(enc("Assistant:"), 0)
-                add(enc(" " + content), 1)
+                add(enc(" " + content), learn)
                 if self.stop_token_ids:
-                    add([self.stop_token_ids[0]], 1)
-                add(enc("\n"), 0 if self.stop_token_ids else 1)
+                    add([self.stop_token_ids[0]], learn)
+                add(enc("\n"), 0 if self.stop_token_ids else learn)
             else:
                 add(enc(f"{role.capitalize()}: {content}\n"), 0)
         if add_generation_prompt:

@@ -376,3 +376,20 @@ def test_cli_streams_greedy_replies_turn_after_turn(tmp_path, monkeypatch, capsy
     assert f"bot> {first}\n" in out and f"bot> {second}\n" in out
     assert out.count("bot> ") == 2
     assert "message too long" in out
+
+
+def test_an_assistant_turn_with_weight_zero_is_context_but_not_learned(tok, fmt):
+    repair = [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "5.", "weight": 0},
+        {"role": "user", "content": "That is wrong."},
+        {"role": "assistant", "content": "Sorry, 4."},
+    ]
+    ids, mask = fmt.render(repair)
+    plain_ids, plain_mask = fmt.render(
+        [{k: v for k, v in m.items() if k != "weight"} for m in repair]
+    )
+    assert ids == plain_ids  # the wrong reply is still in the context
+    learned = tok.decode([i for i, m in zip(ids, mask) if m])
+    assert learned == "Sorry, 4."
+    assert "5." in tok.decode([i for i, m in zip(plain_ids, plain_mask) if m])
