@@ -288,7 +288,7 @@ class Transformer(nn.Module):
             if last_only:
                 raise ValueError("targets need the logits of every position (last_only=False)")
             loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
             )
         return logits, loss
 
