@@ -209,26 +209,9 @@ class TrainConfig:
 # Regularisers
 
 
-_KEYBOARD_ROWS = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
-
-
-def _keyboard_neighbours(c: str) -> str:
-    for r, row in enumerate(_KEYBOARD_ROWS):
-        i = row.find(c)
-        if i >= 0:
-            near = row[max(0, i - 1) : i] + row[i + 1 : i + 2]
-            for rr in (r - 1, r + 1):
-                if 0 <= rr < len(_KEYBOARD_ROWS):
-                    near += _KEYBOARD_ROWS[rr][max(0, i - 1) : i + 2]
-            return near
-    return ""
-
-
 def typo_noise(text: str, rng: random.Random, rate: float = 0.1) -> str:
-    """Introduce character typos (swap, drop, insert, keyboard-neighbour substitution) into words.
-
-    Each word of at least 4 letters is edited with probability ``rate`` (at least one word is edited
-    when there is any such word), once. Deterministic given ``rng``.
+    """The default online perturbation: `modeling.augment.typo` (character typos on words of 4+
+    letters, at least one word), without the skills validity oracle so it works on any text.
 
     Args:
         text: the user turn.
@@ -238,26 +221,9 @@ def typo_noise(text: str, rng: random.Random, rate: float = 0.1) -> str:
     Returns:
         The perturbed text.
     """
-    words = text.split(" ")
-    candidates = [i for i, w in enumerate(words) if sum(ch.isalpha() for ch in w) >= 4]
-    if not candidates:
-        return text
-    chosen = [i for i in candidates if rng.random() < rate] or [rng.choice(candidates)]
-    for i in chosen:
-        w = words[i]
-        letters = [j for j, ch in enumerate(w) if ch.isalpha()]
-        j = rng.choice(letters[:-1] if len(letters) > 1 else letters)
-        op = rng.choice(("swap", "drop", "insert", "sub"))
-        if op == "swap" and j + 1 < len(w):
-            w = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
-        elif op == "drop":
-            w = w[:j] + w[j + 1 :]
-        else:
-            near = _keyboard_neighbours(w[j].lower()) or "etaoin"
-            c = rng.choice(near)
-            w = w[:j] + c + w[j:] if op == "insert" else w[:j] + c + w[j + 1 :]
-        words[i] = w
-    return " ".join(words)
+    from modeling.augment import typo
+
+    return typo(text, rng, rate=rate)
 
 
 class _NEFTune:
