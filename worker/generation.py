@@ -123,14 +123,15 @@ def generate_reply(message_id: int) -> dict:
             log.exception("cannot load model version %s", version.pk)
             return relay.fail(f"Model version {version.name} could not be loaded: {exc}")
         relay.version_id = version.pk
-        streaming.push(
-            message.conversation_id,
-            {"type": "chat.started", "message_id": message.pk, "model_version": version.name},
-        )
+        started = {"type": "chat.started", "message_id": message.pk, "model_version": version.name}
         request = build_request(message, engine, chat_format, relay)
         if isinstance(request, str):
+            streaming.push(message.conversation_id, started)
             return relay.fail(request)
         handle = engine.submit(request)
+        # Tell the watchers while the engine runs the prefill, not before: the push is off the
+        # path to the first token. Every delta is pushed after this, from this thread.
+        streaming.push(message.conversation_id, started)
         relay.stream(handle, lambda: cancel.is_cancelled(message_id))
         return {"message_id": message_id, "status": relay.status}
     except SoftTimeLimitExceeded:

@@ -171,14 +171,16 @@ def _admit(*, user) -> None:
     request does not cost the user a token). Runs inside the caller's transaction."""
     # Locking the profile row serialises one user's concurrent requests, so two tabs cannot
     # both pass the "one active generation" check.
-    profile = Profile.objects.select_for_update().filter(user=user).first()
+    # One query for the locked profile and the account as it is now (`of` locks the profile
+    # row only, where the database supports row locks).
+    locked = Profile.objects.select_for_update(of=("self",)).select_related("user")
+    profile = locked.filter(user=user).first()
     if profile is None:
         profile_ensure(user=user)
-        profile = Profile.objects.select_for_update().get(user=user)
-    fresh = get_user_model().objects.get(pk=user.pk)
+        profile = locked.get(user=user)
+    fresh = profile.user
     if not fresh.is_active:
         raise ChatInputError("inactive", "This account is deactivated.")
-    fresh.profile = profile
     active = Message.objects.filter(
         conversation__owner=user, role=Message.Role.ASSISTANT, status__in=ACTIVE
     ).count()
@@ -320,8 +322,11 @@ def _title_from(text: str) -> str:
 
 
 def _with_profile(user):
-    profile_ensure(user=user)
-    return get_user_model().objects.select_related("profile").get(pk=user.pk)
+    fresh = get_user_model().objects.select_related("profile").get(pk=user.pk)
+    if not hasattr(fresh, "profile"):
+        profile_ensure(user=user)
+        fresh = get_user_model().objects.select_related("profile").get(pk=user.pk)
+    return fresh
 
 
 def message_regenerate(*, user, message_id, params=None) -> Turn:
