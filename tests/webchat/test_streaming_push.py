@@ -63,7 +63,8 @@ def test_forked_child_starts_its_own_push_loop(redis_layer):
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: the parent's loop thread does not exist here
-        ok = streaming._push_loop.get() is not parent_loop and streaming._push_loop.get().is_running()
+        child_loop = streaming._push_loop.get()
+        ok = child_loop is not parent_loop and child_loop.is_running()
         os.write(write, b"1" if ok else b"0")
         os._exit(0)
     os.close(write)
