@@ -1,6 +1,6 @@
 """Robustness experiment on the skills world: does training on perturbations make the model robust?
 
-For every seed, one baseline SFT model (the default recipe, modeling.recipes) is trained, and four
+For every seed, one baseline SFT model (the default recipe, modeling.recipes) is trained, and five
 arms fine-tune it with the same number of extra steps on the same clean data mix:
 
     clean        the compute-matched baseline: the extra steps on clean data only
@@ -13,6 +13,9 @@ arms fine-tune it with the same number of extra steps on the same clean data mix
     unverified   the verification ablation: the same rounds with the attack's validity check off
                  (no oracle, slot words editable), subsampled to the same number of samples as the
                  verified arm mined in that round
+    adv+aug      the whole loop: the adversarial rounds, each round's fine-tune also augmenting user
+                 turns online as the augment arm does (the attack then mines what augmentation
+                 alone leaves)
 
 Every arm is evaluated on the same skills test dialogues: clean accuracy, OOD accuracy, typo PDR at
 word rate 0.2, accuracy on families never used in training (OCR confusions, split/merged words),
@@ -52,7 +55,7 @@ from modeling.recipes import DefaultRecipe, build_default_model, choose_num_thre
 from modeling.robustness import evaluate_robustness, replay  # noqa: E402
 from modeling.train import TrainConfig, train  # noqa: E402
 
-ARMS = ("clean", "augment", "adversarial", "unverified")
+ARMS = ("clean", "augment", "adversarial", "unverified", "adv+aug")
 HELDOUT = ("ocr", "split_merge")
 
 
@@ -154,8 +157,11 @@ def _cached(path: Path, compute):
     return value
 
 
-def _adversarial_rounds(base: Path, root: Path, sz: Sizes, seed: int, verified: bool, counts):
-    """Run the rounds of one adversarial arm; returns (final model, per-round sample counts)."""
+def _adversarial_rounds(
+    base: Path, root: Path, sz: Sizes, seed: int, verified: bool, counts, **ft_kwargs
+):
+    """Run the rounds of one adversarial arm; returns (final model, per-round sample counts).
+    `ft_kwargs` go to every round's fine-tune (the adv+aug arm's online augmentation)."""
     current = base
     pool: list[dict] = []
     n_conv = sz.train_dialogues or skills.DEFAULT_SIZES["train"]
@@ -179,7 +185,7 @@ def _adversarial_rounds(base: Path, root: Path, sz: Sizes, seed: int, verified: 
             _write_jsonl(rdir / "adversarial.jsonl", pool, repeat)
             data.append(str(rdir / "adversarial.jsonl"))
         steps = max(1, sz.ft_steps // sz.rounds)
-        current = _finetune(current, rdir / "ft", data, steps, sz, seed)
+        current = _finetune(current, rdir / "ft", data, steps, sz, seed, **ft_kwargs)
     return current, per_round
 
 
@@ -249,9 +255,20 @@ def run_seed(seed: int, root: Path, sz: Sizes, log) -> dict:
     models["unverified"], unverified_counts = _adversarial_rounds(
         base, sdir / "unverified", sz, seed, verified=False, counts=verified_counts
     )
+    models["adv+aug"], combined_counts = _adversarial_rounds(
+        base,
+        sdir / "adv+aug",
+        sz,
+        seed,
+        verified=True,
+        counts=None,
+        perturb_prob=sz.aug_prob,
+        perturb_fn=_train_perturb,
+    )
     log(
         f"seed {seed}: adversarial arms ready, samples per round {verified_counts} "
-        f"(unverified {unverified_counts}) ({time.perf_counter() - t0:.0f}s)"
+        f"(unverified {unverified_counts}, adv+aug {combined_counts}) "
+        f"({time.perf_counter() - t0:.0f}s)"
     )
     test = skills.generate_dialogues("test", sz.eval_n, seed=seed)
     ood = skills.generate_dialogues("ood", sz.eval_n, seed=seed)
@@ -268,7 +285,8 @@ def run_seed(seed: int, root: Path, sz: Sizes, log) -> dict:
         )
         res.pop("examples", None)
         res["samples_per_round"] = {"adversarial": verified_counts,
-                                    "unverified": unverified_counts}.get(arm)  # fmt: skip
+                                    "unverified": unverified_counts,
+                                    "adv+aug": combined_counts}.get(arm)  # fmt: skip
         results[arm] = res
         log(
             f"seed {seed} {arm:<12} clean {res['clean_acc']:.3f} typo PDR {res['typo_pdr']:.3f} "
@@ -305,7 +323,7 @@ def summarize(per_seed: dict[int, dict]) -> dict:
         table[arm]["heldout_acc"] = _stats([per_seed[s][arm]["heldout_acc"] for s in per_seed])
     base = table["clean"]
     targets = {}
-    for arm in ("augment", "adversarial"):
+    for arm in ("augment", "adversarial", "adv+aug"):
         t = table[arm]
         targets[arm] = {
             "clean_acc_within_1pt": t["clean_acc"]["mean"] >= base["clean_acc"]["mean"] - 0.01,

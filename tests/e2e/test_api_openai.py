@@ -1,5 +1,7 @@
 """The OpenAI-compatible API, driven by the official `openai` client against the real server."""
 
+import time
+
 import openai
 import pytest
 from django.contrib.auth.models import User
@@ -90,6 +92,34 @@ def test_a_streaming_completion_arrives_in_chunks_that_add_up_to_the_stored_repl
         "user",
         "assistant",
     ]
+
+
+def test_a_client_that_disconnects_mid_stream_stops_the_generation_and_keeps_the_text(
+    asgi_server, api_key, tiny_model
+):
+    client = client_for(asgi_server, api_key)
+    stream = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Tell me a long story"}],
+        max_tokens=400,
+        stream=True,
+    )
+    received = ""
+    for chunk in stream:
+        for choice in chunk.choices:
+            received += choice.delta.content or ""
+        if len(received) > 0 and chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()  # the client goes away without reading the rest
+    reply = Message.objects.get(role="assistant")
+    deadline = time.monotonic() + 20
+    while reply.status in ("queued", "streaming") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        reply.refresh_from_db()
+    assert reply.status == "stopped"  # nobody is generating for a client that left
+    assert reply.completion_tokens < 400
+    assert reply.content.startswith(received)  # what was sent is kept, nothing is lost
+    assert Message.objects.get(role="user").content == "Tell me a long story"
 
 
 def test_a_bad_key_is_401(asgi_server, api_key):
