@@ -151,10 +151,13 @@ def build_request(message, engine, chat_format, relay):
     from modeling.engine import Request
     from modeling.generate import SamplingParams
     from webchat.chat import streaming
+    from webchat.chat.validation import reply_token_cap
 
     params = dict(message.params or {})
     block = engine.max_seq_len
-    max_new = min(int(params.get("max_new_tokens", 128)), max(1, block // 2))
+    # The web side already cut max_new_tokens to the model's cap when it queued the reply; this
+    # covers a reply queued for "the active model" just before a smaller model was activated.
+    max_new = min(int(params.get("max_new_tokens", 128)), reply_token_cap(block))
     params["max_new_tokens"] = max_new
     params["stop_token_ids"] = list(chat_format.stop_token_ids)
     params["stop_strings"] = list(getattr(chat_format, "stop_strings", ()))

@@ -79,6 +79,12 @@ def test_sign_up_send_stream_stop_regenerate_branches_edit_and_feedback(
     page.click("button[type=submit]")
     page.wait_for_url(url + "/")
 
+    # The settings panel says how long a reply this model can give (half its 512-token window).
+    page.click("#settings-toggle")
+    help_text = page.locator("#p-max_new_tokens").locator("xpath=..").locator("small")
+    assert "this model: at most 256" in help_text.inner_text()
+    page.click("#settings-close")
+
     # Send with Enter (Shift+Enter is a newline), watch it stream, stop it.
     set_max_tokens(page, 400)
     page.fill("#input", "Hello")

@@ -8,7 +8,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from webchat.chat.models import Conversation, Feedback, Message
-from webchat.chat.validation import ChatInputError, render_markdown
+from webchat.chat.validation import ChatInputError, render_markdown, reply_token_cap
 
 
 def conversation_list(*, user, query: str = "", limit: int = 200) -> list[dict]:
@@ -121,7 +121,14 @@ def models_available() -> list[dict]:
         status__in=[ModelVersion.Status.ACTIVE, ModelVersion.Status.RETIRED]
     ).order_by("status", "-created_at")
     return [
-        {"id": v.pk, "name": v.name, "status": v.status, "family": v.family, "n_params": v.n_params}
+        {
+            "id": v.pk,
+            "name": v.name,
+            "status": v.status,
+            "family": v.family,
+            "n_params": v.n_params,
+            "max_new_tokens": reply_token_cap(v.context_length),
+        }
         for v in versions
     ]
 

@@ -22,6 +22,7 @@ from webchat.chat.models import Conversation, Feedback, Message
 from webchat.chat.validation import (
     ChatInputError,
     limits,
+    reply_token_cap,
     user_max_tokens,
     validate_params,
     validate_text,
@@ -197,17 +198,21 @@ def _admit(*, user) -> None:
         )
 
 
-def _require_model(conversation: Conversation) -> None:
+def _require_model(conversation: Conversation):
+    """The model version that will answer in this conversation (its own choice, else the active
+    one); ChatInputError "no_model" when there is none."""
     if conversation.model_version_id is not None:
-        return
+        return conversation.model_version
     from webchat.registry.services import model_version_active
 
-    if model_version_active() is None:
+    version = model_version_active()
+    if version is None:
         raise ChatInputError(
             "no_model",
             "No model is ready yet (the default model may still be training). "
             "Try again in a few minutes.",
         )
+    return version
 
 
 def _enqueue(message: Message) -> None:
@@ -237,7 +242,13 @@ def _enqueue(message: Message) -> None:
     transaction.on_commit(send)
 
 
-def _new_reply(*, conversation: Conversation, parent: Message, params: dict) -> Message:
+def _new_reply(*, conversation: Conversation, parent: Message, params: dict, model) -> Message:
+    """The queued assistant message. Its max_new_tokens is cut to what `model` can give (half
+    its context window) and saved that way, so the reply, the export and the settings panel all
+    show the limit that really applies."""
+    cap = reply_token_cap(model.context_length) if model is not None else None
+    if cap is not None and params.get("max_new_tokens", 0) > cap:
+        params = {**params, "max_new_tokens": cap}
     return Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -291,7 +302,7 @@ def message_send(
         else:
             conversation = _conversation_owned(user=user, conversation_id=conversation_id)
         parent = _branch_end(conversation, parent_id)
-        _require_model(conversation)
+        model = _require_model(conversation)
         _admit(user=user)
         user_message = Message.objects.create(
             conversation=conversation, parent=parent, role=Message.Role.USER, content=text
@@ -299,7 +310,9 @@ def message_send(
         if created or conversation.title == "New chat":
             conversation.title = _title_from(text)
             conversation.save(update_fields=["title"])
-        reply = _new_reply(conversation=conversation, parent=user_message, params=params)
+        reply = _new_reply(
+            conversation=conversation, parent=user_message, params=params, model=model
+        )
         return _turn(conversation, user_message, reply, created)
 
 
@@ -335,9 +348,9 @@ def message_regenerate(*, user, message_id, params=None) -> Turn:
     params = validate_params(params, max_tokens=user_max_tokens(_with_profile(user)))
     with transaction.atomic():
         conversation = old.conversation
-        _require_model(conversation)
+        model = _require_model(conversation)
         _admit(user=user)
-        reply = _new_reply(conversation=conversation, parent=old.parent, params=params)
+        reply = _new_reply(conversation=conversation, parent=old.parent, params=params, model=model)
         return _turn(conversation, None, reply)
 
 
@@ -348,12 +361,14 @@ def message_edit(*, user, message_id, text, params=None) -> Turn:
     params = validate_params(params, max_tokens=user_max_tokens(_with_profile(user)))
     with transaction.atomic():
         conversation = old.conversation
-        _require_model(conversation)
+        model = _require_model(conversation)
         _admit(user=user)
         user_message = Message.objects.create(
             conversation=conversation, parent=old.parent, role=Message.Role.USER, content=text
         )
-        reply = _new_reply(conversation=conversation, parent=user_message, params=params)
+        reply = _new_reply(
+            conversation=conversation, parent=user_message, params=params, model=model
+        )
         return _turn(conversation, user_message, reply)
 
 
@@ -527,12 +542,12 @@ def completion_create(*, user, messages, params=None, model_name=None) -> Turn:
             system_prompt="\n\n".join(system)[: limits()["max_system_prompt_chars"]],
             model_version_id=model_version_id,
         )
-        _require_model(conversation)
+        model = _require_model(conversation)
         _admit(user=user)
         parent = None
         for role, content in turns:
             parent = Message.objects.create(
                 conversation=conversation, parent=parent, role=role, content=content
             )
-        reply = _new_reply(conversation=conversation, parent=parent, params=params)
+        reply = _new_reply(conversation=conversation, parent=parent, params=params, model=model)
         return _turn(conversation, parent, reply, created=True)

@@ -66,6 +66,12 @@ def user_max_tokens(user) -> int:
     return int(cap) if cap else limits()["max_tokens_per_reply"]
 
 
+def reply_token_cap(context_length: int) -> int | None:
+    """The longest reply a model of this context window gives: half the window, so the other
+    half is left for the conversation (None when the window is unknown)."""
+    return max(1, context_length // 2) if context_length else None
+
+
 def param_ranges(max_tokens: int | None = None) -> dict:
     """The ranges the settings panel shows, as JSON."""
     ranges = {

@@ -14,6 +14,9 @@ class ModelVersion(models.Model):
     path = models.CharField(max_length=500, help_text="Model directory on the workers' disk.")
     family = models.CharField(max_length=20, blank=True)
     n_params = models.BigIntegerField(default=0)
+    context_length = models.PositiveIntegerField(
+        default=0, help_text="The model's context window in tokens (0: unknown)."
+    )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )

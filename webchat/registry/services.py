@@ -56,6 +56,7 @@ def model_version_register(
         path=str(path),
         family=info.get("family", ""),
         n_params=info.get("n_params", 0),
+        context_length=info.get("block_size") or 0,
         parent=parent,
         dataset=dataset,
         metrics=_headline_metrics(info.get("meta", {})),

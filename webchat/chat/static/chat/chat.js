@@ -97,7 +97,10 @@
       }
       localStorage.removeItem("webchat.params");
     });
-    select.addEventListener("change", () => updateConversation({ model_version: select.value ? Number(select.value) : null }));
+    select.addEventListener("change", () => {
+      updateConversation({ model_version: select.value ? Number(select.value) : null });
+      showReplyCap();
+    });
     $("consent").addEventListener("change", (e) => updateConversation({ training_consent: e.target.checked }));
     $("system-prompt").addEventListener("change", (e) => updateConversation({ system_prompt: e.target.value }));
     showSettingsValues();
@@ -108,6 +111,18 @@
     $("model-select").value = c.model_version ? String(c.model_version) : "";
     $("consent").checked = !!c.training_consent;
     $("system-prompt").value = c.system_prompt || "";
+    showReplyCap();
+  }
+
+  // A model answers at most half its context window; the server cuts max tokens to that, so the
+  // panel says so for the model this conversation uses.
+  function showReplyCap() {
+    const c = state.conversation || draft;
+    const chosen = $("model-select").value ? Number($("model-select").value) : c.model_version;
+    const m = chosen ? page.models.find((x) => x.id === chosen) : page.models.find((x) => x.status === "active");
+    const cap = m && m.max_new_tokens;
+    const help = $("p-max_new_tokens").parentElement.querySelector("small");
+    help.textContent = HELP.max_new_tokens + (cap ? ` (this model: at most ${cap})` : "");
   }
 
   function requestParams() {
