@@ -34,6 +34,7 @@ JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -363,8 +364,15 @@ def main(argv=None) -> int:
         "--out", default=None, help="work directory (default var/bench/robustness[-quick])"
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: measure 1 vs all)")
+    p.add_argument("--rounds", type=int, help="adversarial rounds (default 2)")
+    p.add_argument("--mine-n", type=int, help="train dialogues attacked per round (default 300)")
+    p.add_argument(
+        "--adv-share", type=float, help="adversarial share of a round's conversations (0.25)"
+    )
     args = p.parse_args(argv)
     sz = QUICK if args.quick else Sizes()
+    overrides = {"rounds": args.rounds, "mine_n": args.mine_n, "adv_share": args.adv_share}
+    sz = dataclasses.replace(sz, **{k: v for k, v in overrides.items() if v is not None})
     root = Path(args.out or f"var/bench/robustness{'-quick' if args.quick else ''}")
     root.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads or choose_num_threads())
