@@ -221,7 +221,9 @@ def _evaluate_arm(model_dir: Path, test, ood, sz: Sizes, seed: int, replay_sampl
     return out
 
 
-def run_seed(seed: int, root: Path, sz: Sizes, log) -> dict:
+def run_seed(seed: int, root: Path, sz: Sizes, log, arms=ARMS) -> dict:
+    if "unverified" in arms and "adversarial" not in arms:
+        raise ValueError("the unverified arm is matched to the adversarial arm: run both")
     sdir = root / f"seed{seed}"
     sdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -235,40 +237,29 @@ def run_seed(seed: int, root: Path, sz: Sizes, log) -> dict:
     )
     base = build_default_model(sdir / "base", seed=seed, recipe=recipe)
     log(f"seed {seed}: baseline SFT ready ({time.perf_counter() - t0:.0f}s)")
-    models = {
-        "clean": _finetune(base, sdir / "clean", ["skills:train", "skills-text"], sz.ft_steps, sz,
-                           seed),
-        "augment": _finetune(
-            base,
-            sdir / "augment",
-            ["skills:train", "skills-text"],
-            sz.ft_steps,
-            sz,
-            seed,
-            perturb_prob=sz.aug_prob,
-            perturb_fn=_train_perturb,
-        ),
-    }  # fmt: skip
+    clean_data = ["skills:train", "skills-text"]
+    augmented = dict(perturb_prob=sz.aug_prob, perturb_fn=_train_perturb)
+    models = {"clean": _finetune(base, sdir / "clean", clean_data, sz.ft_steps, sz, seed)}
+    if "augment" in arms:
+        models["augment"] = _finetune(
+            base, sdir / "augment", clean_data, sz.ft_steps, sz, seed, **augmented
+        )
     log(f"seed {seed}: clean and augment arms ready ({time.perf_counter() - t0:.0f}s)")
-    models["adversarial"], verified_counts = _adversarial_rounds(
-        base, sdir / "adversarial", sz, seed, verified=True, counts=None
-    )
-    models["unverified"], unverified_counts = _adversarial_rounds(
-        base, sdir / "unverified", sz, seed, verified=False, counts=verified_counts
-    )
-    models["adv+aug"], combined_counts = _adversarial_rounds(
-        base,
-        sdir / "adv+aug",
-        sz,
-        seed,
-        verified=True,
-        counts=None,
-        perturb_prob=sz.aug_prob,
-        perturb_fn=_train_perturb,
-    )
+    counts: dict[str, list[int]] = {}
+    if "adversarial" in arms:
+        models["adversarial"], counts["adversarial"] = _adversarial_rounds(
+            base, sdir / "adversarial", sz, seed, verified=True, counts=None
+        )
+    if "unverified" in arms:  # as many samples per round as the verified arm kept
+        models["unverified"], counts["unverified"] = _adversarial_rounds(
+            base, sdir / "unverified", sz, seed, verified=False, counts=counts["adversarial"]
+        )
+    if "adv+aug" in arms:
+        models["adv+aug"], counts["adv+aug"] = _adversarial_rounds(
+            base, sdir / "adv+aug", sz, seed, verified=True, counts=None, **augmented
+        )
     log(
-        f"seed {seed}: adversarial arms ready, samples per round {verified_counts} "
-        f"(unverified {unverified_counts}, adv+aug {combined_counts}) "
+        f"seed {seed}: adversarial arms ready, samples per round {counts} "
         f"({time.perf_counter() - t0:.0f}s)"
     )
     test = skills.generate_dialogues("test", sz.eval_n, seed=seed)
@@ -279,15 +270,13 @@ def run_seed(seed: int, root: Path, sz: Sizes, log) -> dict:
         lambda: _evaluate_arm(models["clean"], test, ood, sz, seed, None),
     )
     replay_samples = clean["examples"]
-    for arm in ARMS:
+    for arm in arms:
         res = _cached(
             sdir / f"eval_{arm}.json",
             lambda arm=arm: _evaluate_arm(models[arm], test, ood, sz, seed, replay_samples),
         )
         res.pop("examples", None)
-        res["samples_per_round"] = {"adversarial": verified_counts,
-                                    "unverified": unverified_counts,
-                                    "adv+aug": combined_counts}.get(arm)  # fmt: skip
+        res["samples_per_round"] = counts.get(arm)
         results[arm] = res
         log(
             f"seed {seed} {arm:<12} clean {res['clean_acc']:.3f} typo PDR {res['typo_pdr']:.3f} "
@@ -317,14 +306,19 @@ def _stats(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "sd": sd, "values": values}
 
 
+def _arms_of(per_seed: dict[int, dict]) -> list[str]:
+    first = next(iter(per_seed.values()))
+    return [a for a in ARMS if a in first]
+
+
 def summarize(per_seed: dict[int, dict]) -> dict:
     table = {}
-    for arm in ARMS:
+    for arm in _arms_of(per_seed):
         table[arm] = {k: _stats([per_seed[s][arm].get(k) for s in per_seed]) for k, _ in METRICS}
         table[arm]["heldout_acc"] = _stats([per_seed[s][arm]["heldout_acc"] for s in per_seed])
     base = table["clean"]
     targets = {}
-    for arm in ("augment", "adversarial", "adv+aug"):
+    for arm in [a for a in ("augment", "adversarial", "adv+aug") if a in table]:
         t = table[arm]
         targets[arm] = {
             "clean_acc_within_1pt": t["clean_acc"]["mean"] >= base["clean_acc"]["mean"] - 0.01,
@@ -337,11 +331,12 @@ def summarize(per_seed: dict[int, dict]) -> dict:
 
 
 def format_table(summary: dict) -> str:
-    head = f"{'metric':<18}" + "".join(f"{a:>18}" for a in ARMS)
+    arms = list(summary["table"])
+    head = f"{'metric':<18}" + "".join(f"{a:>18}" for a in arms)
     lines = [head, "-" * len(head)]
     for key, label in METRICS + [("heldout_acc", "held-out fam acc")]:
         cells = []
-        for arm in ARMS:
+        for arm in arms:
             s = summary["table"][arm][key]
             cells.append(
                 f"{'-':>18}"
@@ -364,6 +359,9 @@ def main(argv=None) -> int:
         "--out", default=None, help="work directory (default var/bench/robustness[-quick])"
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: measure 1 vs all)")
+    p.add_argument(
+        "--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (clean always)"
+    )
     p.add_argument("--rounds", type=int, help="adversarial rounds (default 2)")
     p.add_argument("--mine-n", type=int, help="train dialogues attacked per round (default 300)")
     p.add_argument(
@@ -383,7 +381,8 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - t0:7.0f}s] {msg}", flush=True)
 
     log(f"sizes {sz}, threads {torch.get_num_threads()}")
-    per_seed = {s: run_seed(s, root, sz, log) for s in args.seeds}
+    arms = [a for a in ARMS if a == "clean" or a in args.arms]
+    per_seed = {s: run_seed(s, root, sz, log, arms) for s in args.seeds}
     summary = summarize(per_seed)
     print()
     print(format_table(summary))
