@@ -132,7 +132,12 @@ class TrainConfig:
     num_threads: int = 0  # torch.set_num_threads on CPU; 0 -> leave as is
     # Regularisers (off by default)
     perturb_prob: float = 0.0  # probability that a user turn of an SFT example is perturbed
-    perturb_fn: PerturbFn | None = None  # (text, rng) -> text; None -> typo_noise
+    perturb_fn: PerturbFn | None = None  # (text, rng) -> text; None -> perturb_recipe
+    # A named modeling.augment training recipe ("typo", "word", "distractor", "noise", "mixed")
+    # at word rate perturb_rate, for configs that must stay JSON (the admin's fine-tunes);
+    # "" -> typo_noise. Evaluation-only families (ocr, split_merge) are refused.
+    perturb_recipe: str = ""
+    perturb_rate: float = 0.1
     neftune_alpha: float = 0.0  # NEFTune: uniform noise alpha/sqrt(L*d) on input embeddings
     # Lineage recorded in meta.json (free-form: dataset id, training run id, ...)
     lineage: dict = field(default_factory=dict)
@@ -180,6 +185,13 @@ class TrainConfig:
             raise ValueError("data: give at least one source")
         if not 0.0 <= self.perturb_prob <= 1.0:
             raise ValueError("perturb_prob must be in [0, 1]")
+        if self.perturb_recipe and self.perturb_recipe not in TRAIN_PERTURB_RECIPES:
+            raise ValueError(
+                f"perturb_recipe must be one of {', '.join(TRAIN_PERTURB_RECIPES)} (ocr and "
+                f"split_merge are held out for evaluation); got {self.perturb_recipe!r}"
+            )
+        if not 0.0 < self.perturb_rate <= 1.0:
+            raise ValueError("perturb_rate must be in (0, 1]")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError("need 0 <= min_lr <= lr and lr > 0")
 
@@ -207,6 +219,9 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------------------------
 # Regularisers
+
+
+TRAIN_PERTURB_RECIPES = ("typo", "word", "distractor", "noise", "mixed")
 
 
 def typo_noise(text: str, rng: random.Random, rate: float = 0.1) -> str:
@@ -477,8 +492,22 @@ class _Batches:
             self._cache[idx] = (x, y)
         return x, y
 
+    def _perturb_fn(self) -> PerturbFn:
+        cfg = self.config
+        if cfg.perturb_fn is not None:
+            return cfg.perturb_fn
+        if not cfg.perturb_recipe:
+            return typo_noise
+        if getattr(self, "_recipe_fn", None) is None:
+            from modeling.augment import recipe
+
+            # strict=False: a turn the skills oracle cannot parse (any real user text) is still
+            # perturbed, held to the recipe's other constraints.
+            self._recipe_fn = recipe(cfg.perturb_recipe, rate=cfg.perturb_rate, strict=False)
+        return self._recipe_fn
+
     def _perturb(self, messages: list[dict], rng: random.Random) -> list[dict]:
-        fn = self.config.perturb_fn or typo_noise
+        fn = self._perturb_fn()
         p = self.config.perturb_prob
         return [
             {**m, "content": fn(m["content"], rng)}
