@@ -90,3 +90,23 @@ def test_a_cancelled_run_stops_and_registers_nothing(active_tiny_model, models_d
     run.refresh_from_db()
     assert run.status == "cancelled" and run.output_model is None
     assert ModelVersion.objects.count() == 1
+
+
+def test_a_fine_tune_with_online_augmentation_runs_and_a_held_out_recipe_is_refused(
+    active_tiny_model, models_dir
+):
+    augmented = {**TINY_SFT, "perturb_prob": 0.5, "perturb_recipe": "mixed", "perturb_rate": 0.2}
+    run = TrainingRun.objects.create(
+        kind="sft", base_model=active_tiny_model, hyperparameters=augmented
+    )
+    assert run_training(run.pk)["status"] == "done"
+
+    held_out = {**augmented, "perturb_recipe": "ocr"}
+    run = TrainingRun.objects.create(
+        kind="sft", base_model=active_tiny_model, hyperparameters=held_out
+    )
+    versions_before = list(ModelVersion.objects.values_list("pk", "status"))
+    assert run_training(run.pk)["status"] == "failed"
+    run.refresh_from_db()
+    assert "held out for evaluation" in run.error
+    assert list(ModelVersion.objects.values_list("pk", "status")) == versions_before
