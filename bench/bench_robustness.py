@@ -70,7 +70,7 @@ class Sizes:
     ft_steps: int = 160  # extra steps of every arm (adversarial arms: split over the rounds)
     ft_lr: float = 1e-3
     rounds: int = 2
-    mine_n: int = 300  # train dialogues attacked per round
+    mine_n: int = 900  # train dialogues attacked per round (the first run used 300)
     adv_share: float = 0.25  # adversarial share of the conversations in a round's SFT data
     aug_prob: float = 0.5
     aug_rate: float = 0.2
@@ -363,7 +363,7 @@ def main(argv=None) -> int:
         "--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (clean always)"
     )
     p.add_argument("--rounds", type=int, help="adversarial rounds (default 2)")
-    p.add_argument("--mine-n", type=int, help="train dialogues attacked per round (default 300)")
+    p.add_argument("--mine-n", type=int, help="train dialogues attacked per round (default 900)")
     p.add_argument(
         "--adv-share", type=float, help="adversarial share of a round's conversations (0.25)"
     )
@@ -373,6 +373,14 @@ def main(argv=None) -> int:
     sz = dataclasses.replace(sz, **{k: v for k, v in overrides.items() if v is not None})
     root = Path(args.out or f"var/bench/robustness{'-quick' if args.quick else ''}")
     root.mkdir(parents=True, exist_ok=True)
+    # The caches are keyed by path only: a work directory serves one set of sizes.
+    sizes_file = root / "sizes.json"
+    if sizes_file.is_file() and json.loads(sizes_file.read_text()) != sz.__dict__:
+        p.error(
+            f"{root} holds results for other sizes ({sizes_file}); pass another --out "
+            "(or delete the directory to start over)"
+        )
+    sizes_file.write_text(json.dumps(sz.__dict__, indent=1))
     torch.set_num_threads(args.threads or choose_num_threads())
     _AUG.append(augment.recipe("mixed", rate=sz.aug_rate, strict=False))
     t0 = time.perf_counter()
