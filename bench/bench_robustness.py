@@ -24,7 +24,7 @@ arm on the test dialogues, replayed). Targets (issue 7), each judged against the
 ``clean`` arm: clean accuracy >= clean's - 1 point; typo PDR <= half of clean's; adaptive ASR >= 20
 points lower; held-out families no worse than clean's.
 
-    .venv/bin/python bench/bench_robustness.py            # 3 seeds, 5 arms, about 30 min on 2 CPU cores
+    .venv/bin/python bench/bench_robustness.py            # 3 seeds, 5 arms, ~30 min on 2 cores
     .venv/bin/python bench/bench_robustness.py --quick    # a small smoke run, a few minutes
 
 Every stage caches its model / result under --out, so a rerun resumes. Prints a table and a final
