@@ -41,7 +41,13 @@ async def application(scope, receive, send):
 if os.environ.get("WEBCHAT_START_EMBEDDED_WORKER", "1") == "1":
     from worker import embedded  # noqa: E402
 
-    embedded.start()
+    if embedded.start():
+        from webchat.registry.services import training_runs_requeue  # noqa: E402
+
+        try:
+            training_runs_requeue()
+        except Exception:  # an unmigrated database must not stop the server from starting
+            logging.getLogger(__name__).exception("could not queue unfinished training runs")
 
 if os.environ.get("WEBCHAT_AUTO_DEFAULT_MODEL", "1") == "1":
     from django.conf import settings  # noqa: E402

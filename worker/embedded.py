@@ -17,6 +17,31 @@ _lock = threading.Lock()
 _thread: threading.Thread | None = None
 _controller = None
 
+# Set when the interpreter starts to exit. Python joins the worker pool's threads at exit, so a
+# training run would otherwise hold Ctrl-C on `make run` until it finished; long tasks check this
+# between steps, stop, and resume from their checkpoint on the next start.
+shutting_down = threading.Event()
+_exit_hook_registered = False
+
+
+def _on_interpreter_exit() -> None:
+    shutting_down.set()
+
+
+def _register_exit_hook() -> None:
+    """Run `_on_interpreter_exit` before the pool threads are joined: `threading`'s own exit
+    hooks (what concurrent.futures uses to join its workers) run in reverse order of
+    registration, so registering after concurrent.futures puts ours first."""
+    global _exit_hook_registered
+    if _exit_hook_registered:
+        return
+    import atexit
+    import concurrent.futures.thread  # noqa: F401 - make sure its hook is registered first
+
+    getattr(threading, "_register_atexit", atexit.register)(_on_interpreter_exit)
+    _exit_hook_registered = True
+
+
 QUEUES = ("gpu", "train", "cpu")
 
 
@@ -36,6 +61,7 @@ def start(concurrency: int = 8, beat: bool = True) -> bool:
     with _lock:
         if _thread is not None and _thread.is_alive():
             return True
+        _register_exit_hook()
         ready = threading.Event()
 
         def run() -> None:

@@ -86,7 +86,10 @@ class RunRecorder:
 
     def should_cancel(self) -> bool:
         from webchat.registry.models import TrainingRun
+        from worker import embedded
 
+        if embedded.shutting_down.is_set():
+            return True  # the web process is exiting: stop at this step, resume next start
         now = time.monotonic()
         if now - self.last_cancel_check >= PROGRESS_INTERVAL_S:
             self.last_cancel_check = now
@@ -152,7 +155,15 @@ def run_training(run_id: int) -> dict:
         version = register(run, model_dir, recorder)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run for the admin
         from modeling.train import Cancelled
+        from worker import embedded
 
+        if isinstance(exc, Cancelled) and embedded.shutting_down.is_set():
+            recorder.log(
+                f"stopped after step {exc.step}: the server is shutting down; the run resumes "
+                "from its last checkpoint when the site starts again"
+            )
+            recorder.flush(status=TrainingRun.Status.QUEUED)
+            return {"run_id": run_id, "status": "interrupted", "model_version_id": None}
         if isinstance(exc, Cancelled):
             recorder.log(f"cancelled after step {exc.step}")
             recorder.flush(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())

@@ -110,3 +110,62 @@ def test_a_fine_tune_with_online_augmentation_runs_and_a_held_out_recipe_is_refu
     run.refresh_from_db()
     assert "held out for evaluation" in run.error
     assert list(ModelVersion.objects.values_list("pk", "status")) == versions_before
+
+
+def test_a_run_stopped_by_a_shutting_down_web_process_is_queued_again_and_resumes(
+    active_tiny_model, models_dir
+):
+    from webchat.registry.services import training_runs_requeue
+    from worker import embedded
+
+    run = TrainingRun.objects.create(
+        kind="sft", base_model=active_tiny_model, hyperparameters=TINY_SFT
+    )
+    embedded.shutting_down.set()  # what the interpreter's exit hook does on Ctrl-C
+    try:
+        assert run_training(run.pk)["status"] == "interrupted"
+    finally:
+        embedded.shutting_down.clear()
+    run.refresh_from_db()
+    assert run.status == "queued" and not run.output_model
+    assert "shutting down" in run.log_tail
+    cancelled = TrainingRun.objects.create(
+        kind="sft", base_model=active_tiny_model, cancel_requested=True
+    )
+    TrainingRun.objects.create(kind="sft", base_model=active_tiny_model, status="done")
+
+    queued = []
+    assert training_runs_requeue(send=queued.append) == [run.pk]  # the next start
+    assert queued == [run.pk] and cancelled.pk not in queued
+    assert run_training(run.pk)["status"] == "done"  # resumes from its checkpoint
+    run.refresh_from_db()
+    assert run.status == "done" and run.output_model is not None
+    assert len(run.loss_curve) == 4  # no step trained twice
+
+
+def test_the_exit_hook_runs_before_python_joins_the_worker_pool_threads(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    # A pool thread that only ends when the flag is set: without the hook the interpreter
+    # would wait for it forever at exit.
+    script = textwrap.dedent(
+        """
+        import concurrent.futures, os, time
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchat.settings")
+        import django; django.setup()
+        from worker import embedded
+        embedded._register_exit_hook()
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        pool.submit(lambda: embedded.shutting_down.wait(60) and print("stopped by the hook"))
+        time.sleep(0.2)
+        """
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "DATABASE_URL"}
+    env["WEBCHAT_VAR_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stopped by the hook" in done.stdout

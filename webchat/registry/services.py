@@ -137,13 +137,41 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
+def training_runs_requeue(send=None) -> list[int]:
+    """Embedded mode, at start: the in-memory queue did not survive the last process, so every
+    run it left queued or running (stopped at shutdown, or killed) is queued again; each resumes
+    from its last checkpoint. Runs with a cancel request are left for the claim to cancel.
+
+    Args:
+        send: enqueues a run id (default: `run_training.delay`).
+
+    Returns:
+        The ids of the runs queued again.
+    """
+    if send is None:
+        from worker.training import run_training
+
+        send = run_training.delay
+    ids = list(
+        TrainingRun.objects.filter(
+            status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING],
+            cancel_requested=False,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for run_id in ids:
+        send(run_id)
+    if ids:
+        log.info("queued again the training runs the last process left unfinished: %s", ids)
+    return ids
+
+
 def ensure_default_model(*, embedded: bool) -> TrainingRun | None:
     """First start: with no model version at all, train the default model as an ordinary run
-    (it activates itself when done). In the embedded mode the in-memory queue does not survive
-    a restart, so a default run left queued or running by a previous process is re-enqueued
-    (it resumes from its last checkpoint)."""
-    from worker.training import run_training
-
+    (it activates itself when done). A default run already queued or running is returned as it
+    is (in the embedded mode `training_runs_requeue` has queued it again; with Redis the broker
+    kept it)."""
     if ModelVersion.objects.exists():
         return None
     pending = TrainingRun.objects.filter(
@@ -151,8 +179,6 @@ def ensure_default_model(*, embedded: bool) -> TrainingRun | None:
         status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING],
     ).first()
     if pending is not None:
-        if embedded:
-            run_training.delay(pending.pk)
         return pending
     log.info("no model yet: training the default model (see the admin for progress)")
     return training_run_start(kind=TrainingRun.Kind.DEFAULT)
