@@ -42,6 +42,7 @@ class RunRecorder:
         self.lines: list[str] = []
         self.phase_offset = 0.0  # multi-phase recipes report progress per phase
         self.phase_weight = 1.0
+        self.last_step: int | None = None
 
     def log(self, line: str) -> None:
         self.lines = (self.lines + [f"{timezone.now():%H:%M:%S} {line}"])[-LOG_TAIL_LINES:]
@@ -50,6 +51,8 @@ class RunRecorder:
         from webchat.registry.models import TrainingRun
 
         step, total = info.get("step", 0), max(1, info.get("total", 1))
+        if info.get("phase", "train") == "train":
+            self.last_step = step  # counted over the whole run (a recipe's stages add up)
         loss = info.get("loss")
         phase = info.get("phase", "train")
         if loss is not None and phase == "train":
@@ -158,14 +161,16 @@ def run_training(run_id: int) -> dict:
         from worker import embedded
 
         if isinstance(exc, Cancelled) and embedded.shutting_down.is_set():
+            step = recorder.last_step if recorder.last_step is not None else exc.step
             recorder.log(
-                f"stopped after step {exc.step}: the server is shutting down; the run resumes "
+                f"stopped after step {step}: the server is shutting down; the run resumes "
                 "from its last checkpoint when the site starts again"
             )
             recorder.flush(status=TrainingRun.Status.QUEUED)
             return {"run_id": run_id, "status": "interrupted", "model_version_id": None}
         if isinstance(exc, Cancelled):
-            recorder.log(f"cancelled after step {exc.step}")
+            step = recorder.last_step if recorder.last_step is not None else exc.step
+            recorder.log(f"cancelled after step {step}")
             recorder.flush(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
             return {"run_id": run_id, "status": "cancelled", "model_version_id": None}
         if isinstance(exc, SoftTimeLimitExceeded):
