@@ -90,3 +90,23 @@ def test_production_mode_passes_check_deploy_apart_from_proxy_warnings():
         timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_console_hides_the_reapers_routine_lines_but_not_its_findings():
+    import logging
+
+    from webchat.logfilters import QuietPeriodicTasks
+
+    quiet = QuietPeriodicTasks()
+
+    def record(level, msg, *args):
+        return logging.LogRecord("celery", level, __file__, 1, msg, args, None)
+
+    assert not quiet.filter(
+        record(logging.INFO, "Task %s received", "worker.generation.reap_interrupted[1]")
+    )
+    assert not quiet.filter(
+        record(logging.INFO, "Scheduler: Sending due task reap-interrupted-replies")
+    )
+    assert quiet.filter(record(logging.INFO, "Task worker.generation.generate_reply[2] received"))
+    assert quiet.filter(record(logging.WARNING, "reaper marked 1 message(s) interrupted: [3]"))
