@@ -41,8 +41,8 @@ import time
 import torch
 
 from modeling.engine import Delta, Engine, Finished, Request
-from modeling.generate import SamplingParams
 from modeling.model import ModelConfig, Transformer
+from modeling.sampling import SamplingParams
 from modeling.tokenizer import Tokenizer
 
 CONFIGS = {

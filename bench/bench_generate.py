@@ -41,7 +41,8 @@ from tokenizers import models
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from modeling.checkpoint import import_hf, load_model
-from modeling.generate import SamplingParams, generate, generate_batch
+from modeling.generate import generate, generate_batch
+from modeling.sampling import SamplingParams
 
 CONFIGS = {
     "default": dict(n_layer=6, n_embd=384, n_head=6, vocab=50257, new=128, prompts=(32, 512)),

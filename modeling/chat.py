@@ -464,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     from modeling.checkpoint import load_model
-    from modeling.generate import SamplingParams, stream
+    from modeling.generate import stream
+    from modeling.sampling import SamplingParams
 
     parser = argparse.ArgumentParser(prog="python -m modeling.chat", description=main.__doc__)
     parser.add_argument("model_dir", help="a model directory (config.json, model.safetensors, ...)")

@@ -354,8 +354,9 @@ def test_cli_streams_greedy_replies_turn_after_turn(tmp_path, monkeypatch, capsy
 
     from modeling.chat import main
     from modeling.checkpoint import load_model, save_model
-    from modeling.generate import SamplingParams, stream
+    from modeling.generate import stream
     from modeling.model import ModelConfig, Transformer
+    from modeling.sampling import SamplingParams
 
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=64)

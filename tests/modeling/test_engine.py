@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from modeling import engine as engine_mod
-from modeling.engine import Delta, Engine, EngineRouter, Finished, Request
-from modeling.generate import SamplingParams, generate
+from modeling.engine import Delta, Engine, Finished, Request
+from modeling.generate import generate
 from modeling.model import ModelConfig, Transformer
+from modeling.sampling import SamplingParams
 from modeling.tokenizer import Tokenizer
 
 TEXTS = [
@@ -270,46 +271,36 @@ def test_batch_size_and_token_budget_admit_in_fifo_order(model, tokenizer):
         engine.submit(Request(list(range(10, 50)), SamplingParams(max_new_tokens=30)))
 
 
-def test_model_swap_sends_new_requests_to_the_new_model_while_old_ones_finish(tokenizer):
-    old_model, new_model = make_model(tokenizer, seed=0), make_model(tokenizer, seed=1)
-    router = EngineRouter(old_model, tokenizer, version="v1", max_batch_size=2)
+def test_a_draining_engine_refuses_new_requests_and_finishes_the_ones_it_accepted(tokenizer):
+    model = make_model(tokenizer, seed=0)
+    engine = Engine(model, tokenizer, version="v1", max_batch_size=2)
     p = SamplingParams(max_new_tokens=12)
     p1, p2, p3 = (prompt(tokenizer, i, 6) for i in range(3))
-    running = router.submit(Request(p1, p))
-    waiting = [router.submit(Request(p2, p)), router.submit(Request(p2, p))]  # one must wait
-    router.step()
-    old_engine = router.engine
-    assert old_engine.num_waiting == 1
-    router.swap_model(new_model, tokenizer, version="v2")
-    fresh = router.submit(Request(p3, p))
-    assert router.version == "v2" and len(router.engines) == 2
+    accepted = [(engine.submit(Request(pr, p)), pr) for pr in (p1, p2, p2)]  # the third waits
+    engine.step()
+    assert engine.num_waiting == 1
+    engine.stop(drain=True, wait=False)
     with pytest.raises(RuntimeError, match="closed"):
-        old_engine.submit(Request(p3, p))
-    router.run_until_idle()
-    assert [e.version for e in router.engines] == ["v2"]  # the drained engine is dropped
-    for h, pr in [(running, p1), (waiting[0], p2), (waiting[1], p2)]:
+        engine.submit(Request(p3, p))
+    engine.run_until_idle()
+    assert engine.is_idle()
+    for h, pr in accepted:
         fin = h.result()
-        assert fin.model_version == "v1" and list(fin.token_ids) == generate(old_model, pr, p)
-    fin = fresh.result()
-    assert fin.model_version == "v2" and list(fin.token_ids) == generate(new_model, p3, p)
-    assert generate(old_model, p3, p) != generate(new_model, p3, p)
+        assert fin.model_version == "v1"
+        assert list(fin.token_ids) == generate(model, pr, p)
 
 
-def test_model_swap_in_background_mode_finishes_in_flight_requests_on_the_old_model(tokenizer):
-    old_model, new_model = make_model(tokenizer, seed=0), make_model(tokenizer, seed=1)
-    router = EngineRouter(old_model, tokenizer, version="v1").start()
+def test_a_background_engine_stopped_with_drain_finishes_in_flight_requests_then_exits(tokenizer):
+    model = make_model(tokenizer, seed=0)
+    engine = Engine(model, tokenizer, version="v1").start()
     p = SamplingParams(max_new_tokens=30)
     p1 = prompt(tokenizer, 4, 6)
-    before = router.submit(Request(p1, p))
-    assert isinstance(before.get(timeout=10), Delta)  # it is in flight
-    old_engine = router.engine
-    router.swap_model(new_model, tokenizer, version="v2")
-    after = router.submit(Request(p1, p))
-    assert list(before.result(timeout=30).token_ids) == generate(old_model, p1, p)
-    assert list(after.result(timeout=30).token_ids) == generate(new_model, p1, p)
-    old_engine._thread.join(timeout=10)
-    assert not old_engine._thread.is_alive()  # the old loop exits once drained
-    router.stop()
+    in_flight = engine.submit(Request(p1, p))
+    assert isinstance(in_flight.get(timeout=10), Delta)
+    engine.stop(drain=True, wait=False)
+    assert list(in_flight.result(timeout=30).token_ids) == generate(model, p1, p)
+    engine._thread.join(timeout=10)
+    assert not engine._thread.is_alive()  # the loop exits once drained
 
 
 def test_32_concurrent_requests_from_threads_all_complete_with_contiguous_text(model, tokenizer):

@@ -14,17 +14,9 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from modeling.generate import (
-    IncrementalDecoder,
-    SamplingParams,
-    generate,
-    generate_batch,
-    process_logits,
-    process_row_logits,
-    select_tokens,
-    stream,
-)
+from modeling.generate import IncrementalDecoder, generate, generate_batch, stream
 from modeling.model import ModelConfig, Transformer
+from modeling.sampling import SamplingParams, process_logits, select_tokens
 
 try:
     from modeling.checkpoint import import_hf, load_model
@@ -166,7 +158,7 @@ def test_per_row_params_match_one_row_at_a_time_and_transformers():
     ids = [torch.randint(0, 64, (n,)).tolist() for n in range(3, 3 + len(rows))]  # ragged
     batched = process_logits(logits, ids, rows)
     for b, p in enumerate(rows):
-        alone = process_row_logits(logits[b], ids[b], p)
+        alone = process_logits(logits[b : b + 1], [ids[b]], p)[0]
         torch.testing.assert_close(batched[b], alone, rtol=0, atol=1e-6)
         procs = (
             hf_processors(p)
