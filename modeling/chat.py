@@ -448,7 +448,8 @@ def _compile_template(source: str):
     )
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    # Templates ask for today's local date, as transformers renders them.
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)  # noqa: DTZ005
     return env.from_string(source)
 
 
