@@ -113,11 +113,15 @@ def test_long_prompt_is_prefilled_in_chunks_while_running_rows_keep_decoding(mod
     tokens_before = running._seq.token_ids.copy()
     for i in range(3):  # 14 tokens in chunks of 4: three steps without a token for `late`
         stats = engine.step()
-        assert stats.prefilling == 1 and stats.decoded == 1
-        assert late._seq.token_ids == [] and late.queue_position() == 0
+        assert stats.prefilling == 1
+        assert stats.decoded == 1
+        assert late._seq.token_ids == []
+        assert late.queue_position() == 0
         assert len(running._seq.token_ids) == len(tokens_before) + i + 1
     stats = engine.step()  # last chunk: `late` samples its first token and decodes with the batch
-    assert stats.joined == 1 and stats.decoded == 2 and len(late._seq.token_ids) == 2
+    assert stats.joined == 1
+    assert stats.decoded == 2
+    assert len(late._seq.token_ids) == 2
     engine.run_until_idle()
     assert list(late.result().token_ids) == generate(model, long_prompt, p)
     assert list(running.result().token_ids) == generate(model, prompt(tokenizer, 0, 3), p)
@@ -129,10 +133,12 @@ def test_cancel_during_prefill_frees_the_request(model, tokenizer):
     b = engine.submit(Request(prompt(tokenizer, 3, 12), SamplingParams(max_new_tokens=5)))
     c = engine.submit(Request(prompt(tokenizer, 4, 6), SamplingParams(max_new_tokens=5)))
     engine.step()
-    assert engine.num_prefilling == 2 and c.queue_position() == 1
+    assert engine.num_prefilling == 2
+    assert c.queue_position() == 1
     a.cancel()
     stats = engine.step()
-    assert stats.prefilling == 1 and a.result().finish_reason == "cancelled"
+    assert stats.prefilling == 1
+    assert a.result().finish_reason == "cancelled"
     engine.run_until_idle()
     assert list(b.result().token_ids) == generate(model, b._seq.prompt_ids, b._seq.params)
     assert list(c.result().token_ids) == generate(model, c._seq.prompt_ids, c._seq.params)
@@ -190,7 +196,8 @@ def test_max_new_tokens_is_clamped_to_the_engine_context(model, tokenizer):
     engine = Engine(model, tokenizer, max_seq_len=20)
     p_ids = prompt(tokenizer, 9, 15)
     fin = engine.submit(Request(p_ids, SamplingParams(max_new_tokens=50))).result()
-    assert fin.finish_reason == "length" and fin.completion_tokens == 5
+    assert fin.finish_reason == "length"
+    assert fin.completion_tokens == 5
     with pytest.raises(ValueError, match="at most 19"):
         engine.submit(Request(list(range(10, 30))))
     with pytest.raises(ValueError, match="temperature"):
@@ -216,9 +223,11 @@ def test_cancel_frees_the_row_at_the_next_step(model, tokenizer):
     seen = "".join(e.text for e in streamed)
     handles[0].cancel()
     stats = engine.step()
-    assert stats.running == 2 and engine.num_running == 2
+    assert stats.running == 2
+    assert engine.num_running == 2
     fin = handles[0].result()
-    assert fin.finish_reason == "cancelled" and fin.step == engine.step_count
+    assert fin.finish_reason == "cancelled"
+    assert fin.step == engine.step_count
     assert fin.text == seen  # the saved text is exactly what was streamed
     assert fin.completion_tokens == len(streamed) == 4  # step 1 prefills and decodes
 
@@ -240,7 +249,8 @@ def test_cancelling_a_waiting_request_removes_it_from_the_queue(model, tokenizer
     engine.step()
     assert [h.queue_position() for h in hs] == [0, 0, 1, 2]
     assert hs[1].result().finish_reason == "cancelled"
-    assert hs[1].result().time_to_first_token is None and hs[1].result().completion_tokens == 0
+    assert hs[1].result().time_to_first_token is None
+    assert hs[1].result().completion_tokens == 0
 
 
 def test_batch_size_and_token_budget_admit_in_fifo_order(model, tokenizer):
@@ -254,16 +264,19 @@ def test_batch_size_and_token_budget_admit_in_fifo_order(model, tokenizer):
     c = engine.submit(Request(prompt(tokenizer, 3, 5), small))  # 15
     assert [h.queue_position() for h in (a, b, big, c)] == [1, 2, 3, 4]
     engine.step()
-    assert engine.num_running == 2 and engine.tokens_in_use == 45
+    assert engine.num_running == 2
+    assert engine.tokens_in_use == 45
     assert [h.queue_position() for h in (a, b, big, c)] == [0, 0, 1, 2]
     while not a.done:  # a finishes: 30 in use, big (40) still does not fit
         engine.step()
     engine.step()
-    assert big.queue_position() == 1 and c.queue_position() == 2
+    assert big.queue_position() == 1
+    assert c.queue_position() == 2
     while not b.done:
         engine.step()
     engine.step()  # b's row is free: big and c are admitted together (40 + 15 <= 60)
-    assert big.queue_position() == 0 and c.queue_position() == 0
+    assert big.queue_position() == 0
+    assert c.queue_position() == 0
     assert engine.num_running == 2
     engine.run_until_idle()
     assert big.result().time_to_first_token > b.result().time_to_first_token
@@ -325,10 +338,12 @@ def test_32_concurrent_requests_from_threads_all_complete_with_contiguous_text(m
     for t in threads:
         t.join(timeout=60)
     engine.stop()
-    assert not errors and len(results) == 32
+    assert not errors
+    assert len(results) == 32
     for i, (pr, events) in results.items():
         *deltas, fin = events
-        assert fin.request_id == str(i) and all(d.request_id == str(i) for d in deltas)
+        assert fin.request_id == str(i)
+        assert all(d.request_id == str(i) for d in deltas)
         assert [d.index for d in deltas] == list(
             range(1, len(deltas) + 1)
         )  # nothing lost or doubled
@@ -357,8 +372,10 @@ def test_an_error_in_one_request_does_not_affect_the_others(model, tokenizer, mo
     bad_sample = engine.submit(Request(prompts[2], SamplingParams(do_sample=True, seed=666)))
     bad_check = engine.submit(Request(prompts[3], should_cancel=broken_check))
     engine.run_until_idle()
-    assert bad_sample.result().finish_reason == "error" and "bad row" in bad_sample.result().error
-    assert bad_check.result().finish_reason == "error" and "redis down" in bad_check.result().error
+    assert bad_sample.result().finish_reason == "error"
+    assert "bad row" in bad_sample.result().error
+    assert bad_check.result().finish_reason == "error"
+    assert "redis down" in bad_check.result().error
     assert list(ok[0].result().token_ids) == generate(model, prompts[0], good)
     assert list(ok[1].result().token_ids) == generate(model, prompts[1], SamplingParams())
 
@@ -395,7 +412,8 @@ def test_beam_search_is_served_outside_the_batch(model, tokenizer, background):
     other = engine.submit(Request(p_ids, SamplingParams(max_new_tokens=10)))
     deltas, fin = drain(h)  # without a loop, waiting on the beam drives the batch meanwhile
     ref = generate(model, p_ids, beam)
-    assert list(fin.token_ids) == ref and fin.text == tokenizer.decode(ref)
+    assert list(fin.token_ids) == ref
+    assert fin.text == tokenizer.decode(ref)
     assert "".join(d.text for d in deltas) == fin.text
     assert list(other.result(timeout=30).token_ids) == generate(model, p_ids, other._seq.params)
     engine.stop()
@@ -410,6 +428,7 @@ def test_stop_without_drain_cancels_everything(model, tokenizer):
     engine.step()
     engine.stop(drain=False)
     assert [h.result().finish_reason for h in hs] == ["cancelled"] * 3
-    assert engine.num_running == 0 and engine.num_waiting == 0
+    assert engine.num_running == 0
+    assert engine.num_waiting == 0
     with pytest.raises(RuntimeError):
         engine.submit(Request(prompt(tokenizer, 0, 4)))

@@ -222,7 +222,8 @@ def test_stop_string_spanning_tokens_truncates_without_retracting(byte_tokenizer
             break
     emitted += decoder.flush()
     assert emitted == "go no further than the "
-    assert decoder.stopped and decoder.final_text == emitted
+    assert decoder.stopped
+    assert decoder.final_text == emitted
     stop_token_count = sum(1 for _ in encode(byte_tokenizer, "STOP"))
     assert stop_token_count > 1  # the stop string really spans tokens
 
@@ -434,7 +435,8 @@ def test_greedy_matches_transformers_generate(hf_and_ours, repetition_penalty):
         max_new_tokens=24, stop_token_ids=(eos,), repetition_penalty=repetition_penalty
     )
     assert generate(model, PROMPT, p) == ref
-    assert ref[-1] == eos and len(ref) < 24
+    assert ref[-1] == eos
+    assert len(ref) < 24
 
 
 @needs_import
