@@ -41,7 +41,8 @@ from tokenizers import models
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from modeling.checkpoint import import_hf, load_model
-from modeling.generate import SamplingParams, generate, generate_batch
+from modeling.generate import generate, generate_batch
+from modeling.sampling import SamplingParams
 
 CONFIGS = {
     "default": dict(n_layer=6, n_embd=384, n_head=6, vocab=50257, new=128, prompts=(32, 512)),
@@ -119,23 +120,9 @@ def compare(name, ours_fn, hf_fn, repeats):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="tiny model and lengths (smoke test)")
-    ap.add_argument("--config", choices=sorted(CONFIGS), default="default", help="model size")
-    ap.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    config = "quick" if args.quick else args.config
-    spec = CONFIGS[config]
+def measure_greedy(ours, hf, spec: dict, gen: torch.Generator, repeats: int) -> list[dict]:
+    """Greedy tokens/s and time to first token, ours vs HF, per prompt length and batch size."""
     new = spec["new"]
-
-    with tempfile.TemporaryDirectory() as tmp:
-        hf, ours = build(spec, Path(tmp))
-    n_params = ours.num_params()
-    gen = torch.Generator().manual_seed(1)
-
     rows = []
     for plen in spec["prompts"]:
         for batch in (1, 8):
@@ -144,13 +131,13 @@ def main() -> None:
                 f"greedy p{plen} b{batch}",
                 lambda p=prompts: ours_greedy(ours, p, new),
                 lambda p=prompts: hf_greedy(hf, p, new),
-                args.repeats,
+                repeats,
             )
             ttft = compare(
                 f"ttft p{plen} b{batch}",
                 lambda p=prompts: ours_greedy(ours, p, 1),
                 lambda p=prompts: hf_greedy(hf, p, 1),
-                args.repeats,
+                repeats,
             )
             rows.append(
                 dict(
@@ -166,13 +153,20 @@ def main() -> None:
                 )
             )
             print(f"done greedy prompt={plen} batch={batch}", flush=True)
+    return rows
+
+
+def measure_beam(ours, hf, spec: dict, gen: torch.Generator, repeats: int) -> list[dict]:
+    """4-beam tokens/s, ours vs HF, at the shortest prompt length."""
+    new = spec["new"]
+    rows = []
     for plen in spec["prompts"][:1]:
         prompts = torch.randint(0, spec["vocab"], (1, plen), generator=gen).tolist()
         t = compare(
             f"beam p{plen}",
             lambda p=prompts: ours_beam(ours, p, new),
             lambda p=prompts: hf_greedy(hf, p, new, num_beams=4),
-            args.repeats,
+            repeats,
         )
         rows.append(
             dict(
@@ -187,14 +181,11 @@ def main() -> None:
                 hf_ttft_ms=None,
             )
         )
+    return rows
 
-    print()
-    print(
-        f"model: gpt2 family, {spec['n_layer']} layers, n_embd {spec['n_embd']}, "
-        f"vocab {spec['vocab']}, {n_params / 1e6:.1f}M params; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, threads {args.threads}, "
-        f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}"
-    )
+
+def print_table(rows: list[dict]) -> None:
+    """The markdown table of docs/benchmarks.md."""
     header = "| mode | prompt | batch | ours tok/s | HF tok/s | ratio | ours TTFT ms | HF TTFT ms |"
     print(header)
     print("|" + "---|" * 8)
@@ -208,6 +199,34 @@ def main() -> None:
             f"| {r['mode']} | {r['prompt']} | {r['batch']} | {r['ours_tok_s']:.1f} | "
             f"{r['hf_tok_s']:.1f} | {r['ratio']:.2f}x | {ttft} |"
         )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny model and lengths (smoke test)")
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="default", help="model size")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    config = "quick" if args.quick else args.config
+    spec = CONFIGS[config]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf, ours = build(spec, Path(tmp))
+    n_params = ours.num_params()
+    gen = torch.Generator().manual_seed(1)
+    rows = measure_greedy(ours, hf, spec, gen, args.repeats)
+    rows += measure_beam(ours, hf, spec, gen, args.repeats)
+
+    print()
+    print(
+        f"model: gpt2 family, {spec['n_layer']} layers, n_embd {spec['n_embd']}, "
+        f"vocab {spec['vocab']}, {n_params / 1e6:.1f}M params; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, threads {args.threads}, "
+        f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}"
+    )
+    print_table(rows)
     greedy = [r["ratio"] for r in rows if r["mode"] == "greedy"]
     beam = [r["ratio"] for r in rows if r["mode"] == "beam4"]
     summary = dict(

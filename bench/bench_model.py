@@ -62,7 +62,8 @@ def build_models(spec: dict, workdir: Path):
     idx = torch.randint(0, spec["vocab_size"], (2, 32))
     with torch.inference_mode():
         diff = (ours(idx)[0] - hf(idx, use_cache=False).logits).abs().max().item()
-    assert diff < 1e-4, f"models disagree (max logit diff {diff})"
+    if not diff < 1e-4:
+        raise RuntimeError(f"models disagree (max logit diff {diff})")
     return ours, hf
 
 

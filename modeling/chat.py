@@ -448,7 +448,8 @@ def _compile_template(source: str):
     )
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    # Templates ask for today's local date, as transformers renders them.
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)  # noqa: DTZ005
     return env.from_string(source)
 
 
@@ -464,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     from modeling.checkpoint import load_model
-    from modeling.generate import SamplingParams, stream
+    from modeling.generate import stream
+    from modeling.sampling import SamplingParams
 
     parser = argparse.ArgumentParser(prog="python -m modeling.chat", description=main.__doc__)
     parser.add_argument("model_dir", help="a model directory (config.json, model.safetensors, ...)")

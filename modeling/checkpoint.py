@@ -171,7 +171,7 @@ def load_config(path) -> ModelConfig:
 def _read_safetensors(f: Path, device="cpu") -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(f), framework="pt", device=str(device)) as st:
-            return {k: st.get_tensor(k) for k in st.keys()}
+            return {k: st.get_tensor(k) for k in st.keys()}  # noqa: SIM118 -- not a dict
     except Exception as e:  # safetensors raises its own error types for corrupt/truncated files
         raise CheckpointError(f"{f}: corrupt or truncated safetensors file ({e})") from e
 
@@ -302,6 +302,27 @@ def _hf_tensors(src: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{src}: no model.safetensors (or index / pytorch_model.bin) found")
 
 
+# The ModelConfig fields every HF config.json must give, and the key each family calls them by.
+_GPT2_KEYS = {
+    "vocab_size": "vocab_size",
+    "n_layer": "n_layer",
+    "n_head": "n_head",
+    "n_embd": "n_embd",
+}
+_LLAMA_KEYS = {
+    "vocab_size": "vocab_size",
+    "n_layer": "num_hidden_layers",
+    "n_head": "num_attention_heads",
+    "n_embd": "hidden_size",
+    "intermediate_size": "intermediate_size",
+}
+
+
+def _required(hf: dict, keys: dict[str, str]) -> dict:
+    """ModelConfig field -> value for the keys HF must have (a KeyError names a missing one)."""
+    return {ours: hf[theirs] for ours, theirs in keys.items()}
+
+
 def _gpt2_import(hf: dict, cfg_file: Path, w: dict) -> tuple[ModelConfig, dict]:
     if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise CheckpointError(f"{cfg_file}: unsupported activation {hf['activation_function']!r}")
@@ -310,11 +331,8 @@ def _gpt2_import(hf: dict, cfg_file: Path, w: dict) -> tuple[ModelConfig, dict]:
             raise CheckpointError(f"{cfg_file}: unsupported option {flag}=true")
     config = ModelConfig(
         family="gpt2",
-        vocab_size=hf["vocab_size"],
+        **_required(hf, _GPT2_KEYS),
         block_size=hf.get("n_positions", 1024),
-        n_layer=hf["n_layer"],
-        n_head=hf["n_head"],
-        n_embd=hf["n_embd"],
         intermediate_size=hf.get("n_inner"),
         norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         bias=True,
@@ -350,13 +368,9 @@ def _llama_import(hf: dict, cfg_file: Path, w: dict) -> tuple[ModelConfig, dict]
     rope_theta = hf.get("rope_theta") or rope.get("rope_theta") or 10000.0
     config = ModelConfig(
         family="llama",
-        vocab_size=hf["vocab_size"],
+        **_required(hf, _LLAMA_KEYS),
         block_size=hf.get("max_position_embeddings", 2048),
-        n_layer=hf["num_hidden_layers"],
-        n_head=hf["num_attention_heads"],
         n_kv_head=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        n_embd=hf["hidden_size"],
-        intermediate_size=hf["intermediate_size"],
         rope_theta=float(rope_theta),
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         bias=False,

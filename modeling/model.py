@@ -252,7 +252,7 @@ class Transformer(nn.Module):
         B, T = idx.size()
         cfg = self.config
         if cache is None:
-            if T > cfg.block_size:
+            if T > cfg.block_size:  # noqa: SIM300 -- T is the sequence length, not a constant
                 raise ValueError(f"sequence of length {T} exceeds block_size {cfg.block_size}")
             pos = torch.arange(T, device=idx.device).unsqueeze(0)  # (1, T)
             layer_caches = [None] * cfg.n_layer

@@ -100,7 +100,7 @@ def test_user_text_that_looks_like_control_tokens_cannot_forge_turns(tok, fmt):
 
 
 @pytest.mark.parametrize(
-    "msgs, match",
+    ("msgs", "match"),
     [
         ([], "at least one user turn"),
         ([{"role": "system", "content": "x"}], "at least one user turn"),
@@ -164,7 +164,7 @@ def test_truncation_never_leaves_a_training_row_without_a_reply(fmt):
 
 
 def test_random_truncations_keep_whole_turns_and_a_nonzero_mask(fmt):
-    rng = random.Random(0)
+    rng = random.Random(0)  # noqa: S311 -- seeded test data
     for _ in range(60):
         system = rng.choice([None, "Be brief."])
         msgs = conversation(rng.randint(1, 6), system=system, last_user=rng.random() < 0.3)
@@ -180,14 +180,16 @@ def test_random_truncations_keep_whole_turns_and_a_nonzero_mask(fmt):
         except ContextTooLongError:
             assert not fitting or not any(fitting[0][1])
         else:
-            assert len(ids) <= limit and any(mask)
+            assert len(ids) <= limit
+            assert any(mask)
             assert (ids, mask) == fitting[0]
         prompt_msgs = msgs if msgs[-1]["role"] == "user" else msgs[:-1]
         try:
             prompt = fmt.render_prompt(prompt_msgs, max_tokens=limit)
         except ContextTooLongError:
             continue
-        assert len(prompt) <= limit and prompt[-1] == fmt.tokenizer.assistant_id
+        assert len(prompt) <= limit
+        assert prompt[-1] == fmt.tokenizer.assistant_id
         assert fmt.tokenizer.decode(prompt).endswith(prompt_msgs[-1]["content"])
 
 
@@ -210,7 +212,7 @@ def write_hf_model(path, template=CHATML, eos_ids=None):
         show_progress=False,
     )
     tk.train_from_iterator(CORPUS * 5, trainer=trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="<|im_end|>")
+    hf = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="<|im_end|>")  # noqa: S106 -- tokens, not passwords
     hf.chat_template = template
     hf.save_pretrained(str(path))
     if eos_ids is not None:
@@ -330,7 +332,8 @@ def test_model_without_control_tokens_or_template_falls_back_to_plain_text(tmp_p
     fmt = ChatFormat.for_model(tok, tmp_path)
     assert isinstance(fmt, PlainChatFormat)
     eot = tok.token_id("<|endoftext|>")
-    assert fmt.stop_token_ids == [eot] and "\nUser:" in fmt.stop_strings
+    assert fmt.stop_token_ids == [eot]
+    assert "\nUser:" in fmt.stop_strings
     assert isinstance(ChatFormat.for_model(tok), PlainChatFormat)  # no directory: same fallback
 
     prompt = fmt.render_prompt(CONVERSATION[:4])
@@ -354,8 +357,9 @@ def test_cli_streams_greedy_replies_turn_after_turn(tmp_path, monkeypatch, capsy
 
     from modeling.chat import main
     from modeling.checkpoint import load_model, save_model
-    from modeling.generate import SamplingParams, stream
+    from modeling.generate import stream
     from modeling.model import ModelConfig, Transformer
+    from modeling.sampling import SamplingParams
 
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=64)
@@ -373,7 +377,8 @@ def test_cli_streams_greedy_replies_turn_after_turn(tmp_path, monkeypatch, capsy
     first = "".join(stream(model, tok2, fmt.render_prompt(history), params))
     history += [{"role": "assistant", "content": first}, {"role": "user", "content": "how are you"}]
     second = "".join(stream(model, tok2, fmt.render_prompt(history), params))
-    assert f"bot> {first}\n" in out and f"bot> {second}\n" in out
+    assert f"bot> {first}\n" in out
+    assert f"bot> {second}\n" in out
     assert out.count("bot> ") == 2
     assert "message too long" in out
 

@@ -46,8 +46,10 @@ def test_save_then_load_gives_identical_logits(tmp_path, tokenizer, kw):
     assert tok.encode("hello world") == tokenizer.encode("hello world")
     assert (loaded.lm_head.weight is loaded.transformer.wte.weight) == model.config.tie_embeddings
     info = model_info(path)
-    assert info["n_params"] == model.num_params() and info["family"] == kw["family"]
-    assert info["size_bytes"] > 4 * model.num_params() and info["meta"]["loss"] == 1.5
+    assert info["n_params"] == model.num_params()
+    assert info["family"] == kw["family"]
+    assert info["size_bytes"] > 4 * model.num_params()
+    assert info["meta"]["loss"] == 1.5
 
 
 def test_save_replaces_an_existing_model_and_leaves_no_temp_dirs(tmp_path, tokenizer):
@@ -55,7 +57,8 @@ def test_save_replaces_an_existing_model_and_leaves_no_temp_dirs(tmp_path, token
     model = tiny(n_layer=2)
     save_model(model, tokenizer, tmp_path / "m", meta={"v": 2})
     loaded, _, meta = load_model(tmp_path / "m")
-    assert loaded.config.n_layer == 2 and meta["v"] == 2
+    assert loaded.config.n_layer == 2
+    assert meta["v"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from modeling import engine as engine_mod
-from modeling.engine import Delta, Engine, EngineRouter, Finished, Request
-from modeling.generate import SamplingParams, generate
+from modeling.engine import Delta, Engine, Finished, Request
+from modeling.generate import generate
 from modeling.model import ModelConfig, Transformer
+from modeling.sampling import SamplingParams
 from modeling.tokenizer import Tokenizer
 
 TEXTS = [
@@ -112,11 +113,15 @@ def test_long_prompt_is_prefilled_in_chunks_while_running_rows_keep_decoding(mod
     tokens_before = running._seq.token_ids.copy()
     for i in range(3):  # 14 tokens in chunks of 4: three steps without a token for `late`
         stats = engine.step()
-        assert stats.prefilling == 1 and stats.decoded == 1
-        assert late._seq.token_ids == [] and late.queue_position() == 0
+        assert stats.prefilling == 1
+        assert stats.decoded == 1
+        assert late._seq.token_ids == []
+        assert late.queue_position() == 0
         assert len(running._seq.token_ids) == len(tokens_before) + i + 1
     stats = engine.step()  # last chunk: `late` samples its first token and decodes with the batch
-    assert stats.joined == 1 and stats.decoded == 2 and len(late._seq.token_ids) == 2
+    assert stats.joined == 1
+    assert stats.decoded == 2
+    assert len(late._seq.token_ids) == 2
     engine.run_until_idle()
     assert list(late.result().token_ids) == generate(model, long_prompt, p)
     assert list(running.result().token_ids) == generate(model, prompt(tokenizer, 0, 3), p)
@@ -128,10 +133,12 @@ def test_cancel_during_prefill_frees_the_request(model, tokenizer):
     b = engine.submit(Request(prompt(tokenizer, 3, 12), SamplingParams(max_new_tokens=5)))
     c = engine.submit(Request(prompt(tokenizer, 4, 6), SamplingParams(max_new_tokens=5)))
     engine.step()
-    assert engine.num_prefilling == 2 and c.queue_position() == 1
+    assert engine.num_prefilling == 2
+    assert c.queue_position() == 1
     a.cancel()
     stats = engine.step()
-    assert stats.prefilling == 1 and a.result().finish_reason == "cancelled"
+    assert stats.prefilling == 1
+    assert a.result().finish_reason == "cancelled"
     engine.run_until_idle()
     assert list(b.result().token_ids) == generate(model, b._seq.prompt_ids, b._seq.params)
     assert list(c.result().token_ids) == generate(model, c._seq.prompt_ids, c._seq.params)
@@ -189,7 +196,8 @@ def test_max_new_tokens_is_clamped_to_the_engine_context(model, tokenizer):
     engine = Engine(model, tokenizer, max_seq_len=20)
     p_ids = prompt(tokenizer, 9, 15)
     fin = engine.submit(Request(p_ids, SamplingParams(max_new_tokens=50))).result()
-    assert fin.finish_reason == "length" and fin.completion_tokens == 5
+    assert fin.finish_reason == "length"
+    assert fin.completion_tokens == 5
     with pytest.raises(ValueError, match="at most 19"):
         engine.submit(Request(list(range(10, 30))))
     with pytest.raises(ValueError, match="temperature"):
@@ -215,9 +223,11 @@ def test_cancel_frees_the_row_at_the_next_step(model, tokenizer):
     seen = "".join(e.text for e in streamed)
     handles[0].cancel()
     stats = engine.step()
-    assert stats.running == 2 and engine.num_running == 2
+    assert stats.running == 2
+    assert engine.num_running == 2
     fin = handles[0].result()
-    assert fin.finish_reason == "cancelled" and fin.step == engine.step_count
+    assert fin.finish_reason == "cancelled"
+    assert fin.step == engine.step_count
     assert fin.text == seen  # the saved text is exactly what was streamed
     assert fin.completion_tokens == len(streamed) == 4  # step 1 prefills and decodes
 
@@ -239,7 +249,8 @@ def test_cancelling_a_waiting_request_removes_it_from_the_queue(model, tokenizer
     engine.step()
     assert [h.queue_position() for h in hs] == [0, 0, 1, 2]
     assert hs[1].result().finish_reason == "cancelled"
-    assert hs[1].result().time_to_first_token is None and hs[1].result().completion_tokens == 0
+    assert hs[1].result().time_to_first_token is None
+    assert hs[1].result().completion_tokens == 0
 
 
 def test_batch_size_and_token_budget_admit_in_fifo_order(model, tokenizer):
@@ -253,16 +264,19 @@ def test_batch_size_and_token_budget_admit_in_fifo_order(model, tokenizer):
     c = engine.submit(Request(prompt(tokenizer, 3, 5), small))  # 15
     assert [h.queue_position() for h in (a, b, big, c)] == [1, 2, 3, 4]
     engine.step()
-    assert engine.num_running == 2 and engine.tokens_in_use == 45
+    assert engine.num_running == 2
+    assert engine.tokens_in_use == 45
     assert [h.queue_position() for h in (a, b, big, c)] == [0, 0, 1, 2]
     while not a.done:  # a finishes: 30 in use, big (40) still does not fit
         engine.step()
     engine.step()
-    assert big.queue_position() == 1 and c.queue_position() == 2
+    assert big.queue_position() == 1
+    assert c.queue_position() == 2
     while not b.done:
         engine.step()
     engine.step()  # b's row is free: big and c are admitted together (40 + 15 <= 60)
-    assert big.queue_position() == 0 and c.queue_position() == 0
+    assert big.queue_position() == 0
+    assert c.queue_position() == 0
     assert engine.num_running == 2
     engine.run_until_idle()
     assert big.result().time_to_first_token > b.result().time_to_first_token
@@ -270,46 +284,36 @@ def test_batch_size_and_token_budget_admit_in_fifo_order(model, tokenizer):
         engine.submit(Request(list(range(10, 50)), SamplingParams(max_new_tokens=30)))
 
 
-def test_model_swap_sends_new_requests_to_the_new_model_while_old_ones_finish(tokenizer):
-    old_model, new_model = make_model(tokenizer, seed=0), make_model(tokenizer, seed=1)
-    router = EngineRouter(old_model, tokenizer, version="v1", max_batch_size=2)
+def test_a_draining_engine_refuses_new_requests_and_finishes_the_ones_it_accepted(tokenizer):
+    model = make_model(tokenizer, seed=0)
+    engine = Engine(model, tokenizer, version="v1", max_batch_size=2)
     p = SamplingParams(max_new_tokens=12)
     p1, p2, p3 = (prompt(tokenizer, i, 6) for i in range(3))
-    running = router.submit(Request(p1, p))
-    waiting = [router.submit(Request(p2, p)), router.submit(Request(p2, p))]  # one must wait
-    router.step()
-    old_engine = router.engine
-    assert old_engine.num_waiting == 1
-    router.swap_model(new_model, tokenizer, version="v2")
-    fresh = router.submit(Request(p3, p))
-    assert router.version == "v2" and len(router.engines) == 2
+    accepted = [(engine.submit(Request(pr, p)), pr) for pr in (p1, p2, p2)]  # the third waits
+    engine.step()
+    assert engine.num_waiting == 1
+    engine.stop(drain=True, wait=False)
     with pytest.raises(RuntimeError, match="closed"):
-        old_engine.submit(Request(p3, p))
-    router.run_until_idle()
-    assert [e.version for e in router.engines] == ["v2"]  # the drained engine is dropped
-    for h, pr in [(running, p1), (waiting[0], p2), (waiting[1], p2)]:
+        engine.submit(Request(p3, p))
+    engine.run_until_idle()
+    assert engine.is_idle()
+    for h, pr in accepted:
         fin = h.result()
-        assert fin.model_version == "v1" and list(fin.token_ids) == generate(old_model, pr, p)
-    fin = fresh.result()
-    assert fin.model_version == "v2" and list(fin.token_ids) == generate(new_model, p3, p)
-    assert generate(old_model, p3, p) != generate(new_model, p3, p)
+        assert fin.model_version == "v1"
+        assert list(fin.token_ids) == generate(model, pr, p)
 
 
-def test_model_swap_in_background_mode_finishes_in_flight_requests_on_the_old_model(tokenizer):
-    old_model, new_model = make_model(tokenizer, seed=0), make_model(tokenizer, seed=1)
-    router = EngineRouter(old_model, tokenizer, version="v1").start()
+def test_a_background_engine_stopped_with_drain_finishes_in_flight_requests_then_exits(tokenizer):
+    model = make_model(tokenizer, seed=0)
+    engine = Engine(model, tokenizer, version="v1").start()
     p = SamplingParams(max_new_tokens=30)
     p1 = prompt(tokenizer, 4, 6)
-    before = router.submit(Request(p1, p))
-    assert isinstance(before.get(timeout=10), Delta)  # it is in flight
-    old_engine = router.engine
-    router.swap_model(new_model, tokenizer, version="v2")
-    after = router.submit(Request(p1, p))
-    assert list(before.result(timeout=30).token_ids) == generate(old_model, p1, p)
-    assert list(after.result(timeout=30).token_ids) == generate(new_model, p1, p)
-    old_engine._thread.join(timeout=10)
-    assert not old_engine._thread.is_alive()  # the old loop exits once drained
-    router.stop()
+    in_flight = engine.submit(Request(p1, p))
+    assert isinstance(in_flight.get(timeout=10), Delta)
+    engine.stop(drain=True, wait=False)
+    assert list(in_flight.result(timeout=30).token_ids) == generate(model, p1, p)
+    engine._thread.join(timeout=10)
+    assert not engine._thread.is_alive()  # the loop exits once drained
 
 
 def test_32_concurrent_requests_from_threads_all_complete_with_contiguous_text(model, tokenizer):
@@ -334,10 +338,12 @@ def test_32_concurrent_requests_from_threads_all_complete_with_contiguous_text(m
     for t in threads:
         t.join(timeout=60)
     engine.stop()
-    assert not errors and len(results) == 32
+    assert not errors
+    assert len(results) == 32
     for i, (pr, events) in results.items():
         *deltas, fin = events
-        assert fin.request_id == str(i) and all(d.request_id == str(i) for d in deltas)
+        assert fin.request_id == str(i)
+        assert all(d.request_id == str(i) for d in deltas)
         assert [d.index for d in deltas] == list(
             range(1, len(deltas) + 1)
         )  # nothing lost or doubled
@@ -366,8 +372,10 @@ def test_an_error_in_one_request_does_not_affect_the_others(model, tokenizer, mo
     bad_sample = engine.submit(Request(prompts[2], SamplingParams(do_sample=True, seed=666)))
     bad_check = engine.submit(Request(prompts[3], should_cancel=broken_check))
     engine.run_until_idle()
-    assert bad_sample.result().finish_reason == "error" and "bad row" in bad_sample.result().error
-    assert bad_check.result().finish_reason == "error" and "redis down" in bad_check.result().error
+    assert bad_sample.result().finish_reason == "error"
+    assert "bad row" in bad_sample.result().error
+    assert bad_check.result().finish_reason == "error"
+    assert "redis down" in bad_check.result().error
     assert list(ok[0].result().token_ids) == generate(model, prompts[0], good)
     assert list(ok[1].result().token_ids) == generate(model, prompts[1], SamplingParams())
 
@@ -404,7 +412,8 @@ def test_beam_search_is_served_outside_the_batch(model, tokenizer, background):
     other = engine.submit(Request(p_ids, SamplingParams(max_new_tokens=10)))
     deltas, fin = drain(h)  # without a loop, waiting on the beam drives the batch meanwhile
     ref = generate(model, p_ids, beam)
-    assert list(fin.token_ids) == ref and fin.text == tokenizer.decode(ref)
+    assert list(fin.token_ids) == ref
+    assert fin.text == tokenizer.decode(ref)
     assert "".join(d.text for d in deltas) == fin.text
     assert list(other.result(timeout=30).token_ids) == generate(model, p_ids, other._seq.params)
     engine.stop()
@@ -419,6 +428,7 @@ def test_stop_without_drain_cancels_everything(model, tokenizer):
     engine.step()
     engine.stop(drain=False)
     assert [h.result().finish_reason for h in hs] == ["cancelled"] * 3
-    assert engine.num_running == 0 and engine.num_waiting == 0
+    assert engine.num_running == 0
+    assert engine.num_waiting == 0
     with pytest.raises(RuntimeError):
         engine.submit(Request(prompt(tokenizer, 0, 4)))

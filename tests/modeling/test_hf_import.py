@@ -52,9 +52,11 @@ def test_gpt2_import_matches_transformers_logits(tmp_path, tokenizer):
     _save_hf(hf, tmp_path / "src", tokenizer)
     dst = import_hf(tmp_path / "src", tmp_path / "ours")
     ours = _assert_same_logits(hf, dst)
-    assert ours.config.family == "gpt2" and ours.config.tie_embeddings
+    assert ours.config.family == "gpt2"
+    assert ours.config.tie_embeddings
     meta = json.loads((dst / "meta.json").read_text())
-    assert meta["source"] == "hf" and meta["hf_model_type"] == "gpt2"
+    assert meta["source"] == "hf"
+    assert meta["hf_model_type"] == "gpt2"
     assert meta["imported_from"] == str((tmp_path / "src").resolve())
 
 
@@ -134,11 +136,13 @@ def test_qwen2_qkv_bias_import_matches_transformers_logits(tmp_path, tokenizer):
     (src / "generation_config.json").write_text(json.dumps({"eos_token_id": 5}))
     dst = import_hf(src, tmp_path / "ours")
     ours = _assert_same_logits(hf, dst)
-    assert ours.config.qkv_bias and ours.config.tie_embeddings
+    assert ours.config.qkv_bias
+    assert ours.config.tie_embeddings
     assert json.loads((dst / "tokenizer_config.json").read_text())["chat_template"] == template
     assert (dst / "generation_config.json").is_file()
     info = model_info(dst)
-    assert info["family"] == "llama" and info["n_params"] == ours.num_params()
+    assert info["family"] == "llama"
+    assert info["n_params"] == ours.num_params()
 
 
 def test_imported_llama_decodes_with_kv_cache_like_transformers(tmp_path, tokenizer):
@@ -208,7 +212,7 @@ def test_a_chat_template_saved_by_transformers_5_survives_import_with_the_stop_i
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
     )
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>")
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>")  # noqa: S106 -- tokens, not passwords
     hf_tok.chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
     hf_tok.save_pretrained(src)  # transformers 5 writes chat_template.jinja
     dst = import_hf(src, tmp_path / "ours")

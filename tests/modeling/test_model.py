@@ -169,7 +169,8 @@ def test_llama_gqa_shapes_and_untied_head():
     model = Transformer(cfg)
     assert model.transformer.h[0].attn.c_attn.weight.shape == ((8 + 2 * 2) * 8, 64)
     assert model.transformer.h[0].mlp.c_fc.weight.shape == (2 * cfg.hidden_dim, 64)
-    assert cfg.hidden_dim % 64 == 0 and model.lm_head.weight is not model.transformer.wte.weight
+    assert cfg.hidden_dim % 64 == 0
+    assert model.lm_head.weight is not model.transformer.wte.weight
     assert model.num_params(non_embedding=True) == model.num_params() - 512 * 64
 
 
