@@ -156,7 +156,7 @@ def attack_draft(loaded: LoadedModel, src, *, budget: int, seed: int, rng_seed: 
         src.context + [{"role": "user", "content": src.text}],
         src.target,
         budget=budget,
-        rng=random.Random(rng_seed),
+        rng=random.Random(rng_seed),  # noqa: S311 - seeded for reproducible samples
     )
     if result.status == "skipped" or not result.perturbed or result.perturbed == src.text:
         return result.status, None
@@ -315,7 +315,7 @@ def augment_drafts(src: SourceTurn, index: int, perturbers: dict, *, rate, seed)
     for (method, strict), perturb in perturbers.items():
         if strict != understood:
             continue
-        rng = random.Random(f"{seed}:{method}:{index}:{src.text}")
+        rng = random.Random(f"{seed}:{method}:{index}:{src.text}")  # noqa: S311 - reproducible
         perturbed = perturb(src.text, rng, src.context)
         if perturbed == src.text:
             continue

@@ -80,9 +80,7 @@ def flagged_feedback_new_ids(*, since, limit: int) -> list[int]:
 def _running_loop_jobs() -> QuerySet:
     from webchat.curation.models import CurationJob
 
-    return CurationJob.objects.filter(
-        kind=CurationJob.Kind.LOOP, status=CurationJob.Status.RUNNING
-    )
+    return CurationJob.objects.filter(kind=CurationJob.Kind.LOOP, status=CurationJob.Status.RUNNING)
 
 
 def loop_job_in_progress(*, other_than: int):
@@ -100,6 +98,6 @@ def loop_jobs_with_ended_runs() -> QuerySet:
     from webchat.registry.models import TrainingRun
 
     ended = [TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED]
-    return _running_loop_jobs().filter(training_run__status__in=ended).select_related(
-        "training_run"
+    return (
+        _running_loop_jobs().filter(training_run__status__in=ended).select_related("training_run")
     )
