@@ -335,18 +335,8 @@ def dataset_verify(dataset: Dataset) -> tuple[bool, str]:
 
 
 def curation_job_create(*, kind: str, params: dict | None = None, user=None, **fields):
-    """Create a queued CurationJob without enqueueing it: for a task that runs the job itself
-    at once (the schedules); `curation_job_start` is the one that enqueues.
-
-    Args:
-        kind: a CurationJob.Kind.
-        params: the job's parameters (JSON).
-        user: who asked.
-        fields: other CurationJob fields (auto_promote ...).
-
-    Returns:
-        The job.
-    """
+    """Create a queued CurationJob without enqueueing it, for a task that runs the job itself at
+    once (the schedules); the arguments are `curation_job_start`'s, which also enqueues."""
     return CurationJob.objects.create(kind=kind, params=params or {}, created_by=user, **fields)
 
 
