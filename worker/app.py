@@ -1,10 +1,12 @@
 """The Celery app, configured from Django settings (the CELERY_* names).
 
-Start a worker process with, e.g.:
-    celery -A worker.app worker -Q gpu --pool threads --concurrency 16   # generation
-    celery -A worker.app worker -Q train --concurrency 1                 # fine-tuning
+Start the worker processes as README's production table and docker/compose.yaml do:
+    celery -A worker.app worker -Q gpu --pool threads --concurrency 32   # generation, one per GPU
+    celery -A worker.app worker -Q train --pool solo                     # fine-tuning
     celery -A worker.app worker -Q cpu                                   # augmentation, evaluation
     celery -A worker.app beat                                            # schedules
+(compose runs the cpu worker with `--pool threads --concurrency 4`). Without REDIS_URL the web
+process runs all three queues itself (worker.embedded).
 """
 
 import os
@@ -17,10 +19,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchat.settings")
 TASK_MODULES: list[str] = [
     "worker.generation",
     "worker.training",
-    "worker.models",
+    "worker.model_import",
     "worker.curation",
     "worker.evaluation",
-    "worker.schedules",
+    "worker.loop",
 ]
 
 app = Celery("webchat", include=TASK_MODULES)

@@ -8,74 +8,21 @@
 - mine: the same for flagged turns of consented conversations that are new since the last mining,
   plus correction samples and error-repair dialogues from their corrected replies.
 - build: a frozen dataset version (approved samples + a share of clean skills dialogues).
-- loop: the learning loop's chain, see worker.schedules.
+- loop: the learning loop's chain, see worker.loop.
 
 Torch and the models are loaded inside the task only (never at import).
 """
 
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 
-from django.db import transaction
 from django.utils import timezone
 
 from worker.app import app
+from worker.jobs import JobOutcome, JobRecorder
 
 log = logging.getLogger(__name__)
-
-PROGRESS_INTERVAL_S = 1.0
-LOG_TAIL_LINES = 40
-# modeling.augment's training recipes (its "ocr", "split_merge" and "heldout" are kept out of
-# training data: they measure generalisation to a family the model never saw).
-AUGMENT_METHODS = ("typo", "word", "distractor", "noise", "mixed")
-EVAL_FAMILIES = ("typo", "word", "distractor", "noise", "ocr", "split_merge")
-
-
-class JobRecorder:
-    """Throttled progress and log writes on a CurationJob row."""
-
-    def __init__(self, job_id: int, lines: list[str] | None = None):
-        self.job_id = job_id
-        self.lines = list(lines or [])
-        self.last_write = 0.0
-
-    def log(self, line: str) -> None:
-        log.info("curation job %s: %s", self.job_id, line)
-        self.lines = (self.lines + [f"{timezone.now():%H:%M:%S} {line}"])[-LOG_TAIL_LINES:]
-
-    def progress(self, fraction: float, line: str | None = None, force: bool = False) -> None:
-        from webchat.curation.models import CurationJob
-
-        if line:
-            self.log(line)
-        now = time.monotonic()
-        if not force and now - self.last_write < PROGRESS_INTERVAL_S and fraction < 1.0:
-            return
-        self.last_write = now
-        CurationJob.objects.filter(pk=self.job_id).update(
-            progress=round(min(1.0, max(0.0, fraction)), 4), log_tail="\n".join(self.lines)
-        )
-
-    def flush(self, **fields) -> None:
-        from webchat.curation.models import CurationJob
-
-        CurationJob.objects.filter(pk=self.job_id).update(log_tail="\n".join(self.lines), **fields)
-
-
-def job_claim(job_id: int):
-    """queued -> running; None when the job is gone or already finished (redelivery)."""
-    from webchat.curation.models import CurationJob
-
-    with transaction.atomic():
-        job = CurationJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != CurationJob.Status.QUEUED:
-            return None
-        job.status = CurationJob.Status.RUNNING
-        job.started_at = timezone.now()
-        job.save(update_fields=["status", "started_at"])
-        return job
 
 
 @app.task(name="worker.curation.run_job", soft_time_limit=4 * 3600, time_limit=4 * 3600 + 60)
@@ -89,25 +36,27 @@ def run_job(job_id: int) -> dict:
         {"job_id", "status", "result"}.
     """
     from webchat.curation.models import CurationJob
+    from webchat.curation.services import curation_job_claim
 
-    job = job_claim(job_id)
+    job = curation_job_claim(job_id=job_id)
     if job is None:
-        return {"job_id": job_id, "status": "skipped", "result": {}}
+        return {"job_id": job_id, "status": CurationJob.Status.SKIPPED, "result": {}}
     recorder = JobRecorder(job_id, (job.log_tail or "").splitlines())
     recorder.progress(0.0, f"started: {job.get_kind_display()}", force=True)
     handler = HANDLERS[job.kind]
     try:
-        result = handler(job, recorder)
+        outcome = handler(job, recorder)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job for the admin
         reason = f"{exc.__class__.__name__}: {exc}"
         log.exception("curation job %s failed", job_id)
         recorder.log(f"failed: {reason}")
         recorder.flush(status=CurationJob.Status.FAILED, error=reason, finished_at=timezone.now())
-        return {"job_id": job_id, "status": "failed", "result": {"error": reason}}
-    if result.pop("_still_running", False):  # the loop goes on in training and evaluation
+        return {"job_id": job_id, "status": CurationJob.Status.FAILED, "result": {"error": reason}}
+    result = outcome.result
+    if outcome.running:
         recorder.flush(result=result)
-        return {"job_id": job_id, "status": "running", "result": result}
-    status = result.pop("_status", CurationJob.Status.DONE)
+        return {"job_id": job_id, "status": CurationJob.Status.RUNNING, "result": result}
+    status = CurationJob.Status.SKIPPED if outcome.skipped else CurationJob.Status.DONE
     recorder.log(f"{status}: {result.get('summary', '')}")
     recorder.flush(status=status, progress=1.0, result=result, finished_at=timezone.now())
     return {"job_id": job_id, "status": status, "result": result}
@@ -192,29 +141,35 @@ def perturb_fn(method: str, rate: float, strict: bool = True):
     return perturb
 
 
-def attack_turn(loaded: LoadedModel, context, text, target, *, budget: int, seed: int) -> dict:
-    """Run the greedy attack on one user turn.
+def attack_draft(loaded: LoadedModel, src, *, budget: int, seed: int, rng_seed: int):
+    """Run the greedy attack (modeling.attack) on one SourceTurn within `budget` queries.
 
     Returns:
-        {"status": "successful"|"failed"|"skipped", "perturbed", "queries", "output",
-         "words_changed"}.
+        (status, draft): "successful", "failed" or "skipped", and the draft sample when the
+        attack changed the turn (else None; `seed`, the job's, is recorded in it).
     """
     from modeling import attack
 
     result = attack.attack(
         loaded.model,
         loaded.fmt,
-        context + [{"role": "user", "content": text}],
-        target,
+        src.context + [{"role": "user", "content": src.text}],
+        src.target,
         budget=budget,
-        rng=random.Random(seed),
+        rng=random.Random(rng_seed),  # noqa: S311 - seeded for reproducible samples
     )
-    return {
-        "status": result.status,
+    if result.status == "skipped" or not result.perturbed or result.perturbed == src.text:
+        return result.status, None
+    return result.status, {
+        "method": "attack",
         "perturbed": result.perturbed,
         "queries": result.queries,
-        "output": result.output,
-        "words_changed": result.words_changed,
+        "parameters": {
+            "budget": budget,
+            "seed": seed,
+            "status": result.status,
+            "words_changed": result.words_changed,
+        },
     }
 
 
@@ -237,10 +192,10 @@ class SourceTurn:
 def sources_from_feedback(feedback_ids) -> list[SourceTurn]:
     """Flagged turns (consented conversations only): the target is the user's correction, else
     the oracle's answer; a turn with neither is kept with target None (reported, skipped)."""
-    from webchat.curation.selectors import flagged_feedback, turn_context
+    from webchat.curation.selectors import flagged_feedback_in, turn_context
 
     out = []
-    for fb in flagged_feedback().filter(pk__in=list(feedback_ids)).order_by("id"):
+    for fb in flagged_feedback_in(ids=feedback_ids):
         user_turn = fb.message.parent
         context = turn_context(user_turn)
         target = fb.corrected_reply.strip() or oracle_answer(user_turn.content, context)
@@ -289,7 +244,7 @@ def generate_samples(
 
     Args:
         sources: the user turns.
-        methods: augmentation recipe names (AUGMENT_METHODS) and/or "attack".
+        methods: augmentation recipe names (modeling.augment.TRAIN_RECIPES) and/or "attack".
         version: the ModelVersion whose replies are recorded and that the attack targets (None:
             no replies, no attack).
         rate: word rate of the augmentation recipes.
@@ -301,10 +256,10 @@ def generate_samples(
     Returns:
         Counts: {"summary", "turns", "samples", "valid", "invalid", "fooled", "skipped"}.
     """
-    from modeling.skills import is_correct
-    from webchat.curation.models import AdversarialSample
+    # Training recipes only: "ocr", "split_merge" and "heldout" measure unseen families.
+    from modeling.augment import TRAIN_RECIPES
 
-    unknown = sorted(set(methods) - set(AUGMENT_METHODS) - {"attack"})
+    unknown = sorted(set(methods) - set(TRAIN_RECIPES) - {"attack"})
     if unknown:
         raise ValueError(f"unknown generation methods {unknown}")
     loaded = LoadedModel(version) if version is not None else None
@@ -326,76 +281,15 @@ def generate_samples(
             if recorder:
                 recorder.log(f"turn {i + 1}: skipped ({src.note})")
             continue
-        drafts = []
-        understood = oracle_parse(src.text, src.context) is not None
-        for (method, strict), perturb in perturbers.items():
-            if strict != understood:
-                continue
-            rng = random.Random(f"{seed}:{method}:{i}:{src.text}")
-            perturbed = perturb(src.text, rng, src.context)
-            if perturbed == src.text:
-                continue
-            drafts.append(
-                {
-                    "method": method,
-                    "perturbed": perturbed,
-                    "queries": 0,
-                    "parameters": {"rate": rate, "seed": seed},
-                }
-            )
+        drafts = augment_drafts(src, i, perturbers, rate=rate, seed=seed)
         if "attack" in methods:
-            outcome = attack_turn(
-                loaded, src.context, src.text, src.target, budget=budget, seed=seed * 7919 + i
+            status, draft = attack_draft(
+                loaded, src, budget=budget, seed=seed, rng_seed=seed * 7919 + i
             )
-            if outcome["status"] == "skipped":
-                counts["skipped"] += 1
-            elif outcome["perturbed"] and outcome["perturbed"] != src.text:
-                drafts.append(
-                    {
-                        "method": "attack",
-                        "perturbed": outcome["perturbed"],
-                        "queries": outcome["queries"],
-                        "parameters": {
-                            "budget": budget,
-                            "seed": seed,
-                            "status": outcome["status"],
-                            "words_changed": outcome["words_changed"],
-                        },
-                    }
-                )
-        outputs = (
-            loaded.replies(
-                [src.context + [{"role": "user", "content": d["perturbed"]}] for d in drafts]
-            )
-            if loaded is not None and drafts
-            else [""] * len(drafts)
-        )
-        for draft, output in zip(drafts, outputs):
-            valid, note = validity(src.text, draft["perturbed"], src.context)
-            fooled = None if loaded is None else not is_correct(output, src.target)
-            AdversarialSample.objects.create(
-                kind=AdversarialSample.Kind.ADVERSARIAL,
-                origin=src.origin,
-                source_message_id=src.source_message_id,
-                family=src.family,
-                context=src.context,
-                original_text=src.text,
-                perturbed_text=draft["perturbed"],
-                target_reply=src.target,
-                method=draft["method"],
-                parameters=draft["parameters"],
-                valid=valid,
-                validity_note=note,
-                attacked_model=version,
-                model_output=output,
-                fooled=fooled,
-                queries=draft["queries"],
-                job=job,
-            )
-            counts["samples"] += 1
-            counts["valid"] += int(valid is True)
-            counts["invalid"] += int(valid is False)
-            counts["fooled"] += int(bool(fooled))
+            counts["skipped"] += int(status == "skipped")
+            if draft is not None:
+                drafts.append(draft)
+        record_samples(src, drafts, loaded=loaded, job=job, counts=counts)
         if recorder:
             recorder.progress((i + 1) / max(1, len(sources)), f"turn {i + 1}/{len(sources)}")
     counts["summary"] = (
@@ -406,28 +300,94 @@ def generate_samples(
     return counts
 
 
+def augment_drafts(src: SourceTurn, index: int, perturbers: dict, *, rate, seed) -> list[dict]:
+    """The augmentation recipes' variants of one turn (a recipe that changed nothing makes none).
+
+    Args:
+        src: the turn.
+        index: its place among the job's turns (it seeds the choices).
+        perturbers: {(method, strict): perturb}; the strict ones serve turns the oracle parses.
+        rate: recorded with each variant.
+        seed: the job's seed.
+    """
+    drafts = []
+    understood = oracle_parse(src.text, src.context) is not None
+    for (method, strict), perturb in perturbers.items():
+        if strict != understood:
+            continue
+        rng = random.Random(f"{seed}:{method}:{index}:{src.text}")  # noqa: S311 - reproducible
+        perturbed = perturb(src.text, rng, src.context)
+        if perturbed == src.text:
+            continue
+        drafts.append(
+            {
+                "method": method,
+                "perturbed": perturbed,
+                "queries": 0,
+                "parameters": {"rate": rate, "seed": seed},
+            }
+        )
+    return drafts
+
+
+def record_samples(src: SourceTurn, drafts: list[dict], *, loaded, job, counts: dict) -> None:
+    """Save one pending sample per draft with the oracle's verdict and the model's greedy reply
+    (none without a model), adding them to `counts`."""
+    from modeling.skills import is_correct
+    from webchat.curation.models import AdversarialSample
+    from webchat.curation.services import adversarial_sample_create
+
+    outputs = (
+        loaded.replies(
+            [src.context + [{"role": "user", "content": d["perturbed"]}] for d in drafts]
+        )
+        if loaded is not None and drafts
+        else [""] * len(drafts)
+    )
+    for draft, output in zip(drafts, outputs):
+        valid, note = validity(src.text, draft["perturbed"], src.context)
+        fooled = None if loaded is None else not is_correct(output, src.target)
+        adversarial_sample_create(
+            kind=AdversarialSample.Kind.ADVERSARIAL,
+            origin=src.origin,
+            source_message_id=src.source_message_id,
+            family=src.family,
+            context=src.context,
+            original_text=src.text,
+            perturbed_text=draft["perturbed"],
+            target_reply=src.target,
+            method=draft["method"],
+            parameters=draft["parameters"],
+            valid=valid,
+            validity_note=note,
+            attacked_model=loaded.version if loaded is not None else None,
+            model_output=output,
+            fooled=fooled,
+            queries=draft["queries"],
+            job=job,
+        )
+        counts["samples"] += 1
+        counts["valid"] += int(valid is True)
+        counts["invalid"] += int(valid is False)
+        counts["fooled"] += int(bool(fooled))
+
+
 def _version_for(params: dict):
-    from webchat.registry.models import ModelVersion
+    from webchat.registry.selectors import model_version_get
     from webchat.registry.services import model_version_active
 
     if params.get("model_version_id"):
-        return ModelVersion.objects.get(pk=params["model_version_id"])
+        return model_version_get(version_id=params["model_version_id"])
     return model_version_active()
 
 
-def handle_generate(job, recorder: JobRecorder) -> dict:
+def _generate(job, recorder: JobRecorder, sources, *, methods, version) -> dict:
+    """generate_samples with the job's word rate, attack budget and seed."""
     p = job.params
-    if p.get("source") == "skills":
-        sources = sources_from_skills(
-            p.get("split", "train"), int(p.get("n", 50)), p.get("seed", 0)
-        )
-    else:
-        sources = sources_from_feedback(p.get("feedback_ids", []))
-    recorder.log(f"{len(sources)} source turns, methods {p.get('methods')}")
     return generate_samples(
         sources,
-        methods=list(p.get("methods") or ["mixed"]),
-        version=_version_for(p),
+        methods=methods,
+        version=version,
         rate=float(p.get("rate", 0.2)),
         budget=int(p.get("budget", 200)),
         seed=int(p.get("seed", 0)),
@@ -436,42 +396,43 @@ def handle_generate(job, recorder: JobRecorder) -> dict:
     )
 
 
-def handle_mine(job, recorder: JobRecorder) -> dict:
+def handle_generate(job, recorder: JobRecorder) -> JobOutcome:
+    p = job.params
+    if p.get("source") == "skills":
+        sources = sources_from_skills(
+            p.get("split", "train"), int(p.get("n", 50)), p.get("seed", 0)
+        )
+    else:
+        sources = sources_from_feedback(p.get("feedback_ids", []))
+    recorder.log(f"{len(sources)} source turns, methods {p.get('methods')}")
+    methods = list(p.get("methods") or ["mixed"])
+    return JobOutcome(_generate(job, recorder, sources, methods=methods, version=_version_for(p)))
+
+
+def handle_mine(job, recorder: JobRecorder) -> JobOutcome:
     """New flagged turns of consented conversations since the last mining: corrections and
     error-repair dialogues from corrected replies, adversarial samples for every turn with a
     known answer."""
     from webchat.curation.models import LoopSettings
-    from webchat.curation.selectors import flagged_feedback
-    from webchat.curation.services import samples_from_corrections
+    from webchat.curation.selectors import flagged_feedback_new_ids
+    from webchat.curation.services import loop_settings_mark_mined, samples_from_corrections
 
     settings = LoopSettings.load()
     started = timezone.now()
-    new = flagged_feedback()
-    if settings.last_mined_at is not None:
-        new = new.filter(updated_at__gt=settings.last_mined_at)
-    ids = list(new.order_by("updated_at").values_list("pk", flat=True)[: settings.mine_max_turns])
+    ids = flagged_feedback_new_ids(since=settings.last_mined_at, limit=settings.mine_max_turns)
     recorder.log(f"{len(ids)} new flagged turns")
     repairs = samples_from_corrections(feedback_ids=ids, job=job)
     methods = list(job.params.get("methods") or settings.mine_methods or ["mixed"])
     version = _version_for(job.params)
     if version is None:
         methods = [m for m in methods if m != "attack"]
-    counts = generate_samples(
-        sources_from_feedback(ids),
-        methods=methods,
-        version=version,
-        rate=float(job.params.get("rate", 0.2)),
-        budget=int(job.params.get("budget", 200)),
-        seed=int(job.params.get("seed", 0)),
-        job=job,
-        recorder=recorder,
-    )
-    LoopSettings.objects.filter(pk=settings.pk).update(last_mined_at=started)
+    counts = _generate(job, recorder, sources_from_feedback(ids), methods=methods, version=version)
+    loop_settings_mark_mined(loop_settings=settings, at=started)
     counts["corrections_and_repairs"] = len(repairs)
     counts["summary"] = (
         f"{len(ids)} new turns; {len(repairs)} corrections/repairs; " + counts["summary"]
     )
-    return counts
+    return JobOutcome(counts)
 
 
 def clean_skills_records(n: int, seed: int = 0) -> list[dict]:
@@ -504,8 +465,8 @@ def build_dataset(*, name, clean_share, only_valid=True, kinds=None, user=None, 
     )
 
 
-def handle_build(job, recorder: JobRecorder) -> dict:
-    from webchat.curation.models import CurationJob
+def handle_build(job, recorder: JobRecorder) -> JobOutcome:
+    from webchat.curation.services import curation_job_update
 
     p = job.params
     dataset = build_dataset(
@@ -516,12 +477,13 @@ def handle_build(job, recorder: JobRecorder) -> dict:
         user=job.created_by,
         notes=p.get("notes", ""),
     )
-    CurationJob.objects.filter(pk=job.pk).update(dataset=dataset)
-    return {"summary": f"built {dataset}: {dataset.counts}", "dataset_id": dataset.pk}
+    curation_job_update(job_id=job.pk, dataset=dataset)
+    return JobOutcome({"summary": f"built {dataset}: {dataset.counts}", "dataset_id": dataset.pk})
 
 
-def handle_loop(job, recorder: JobRecorder) -> dict:
-    from worker.schedules import loop_start
+def handle_loop(job, recorder: JobRecorder) -> JobOutcome:
+    # worker.loop builds on this module (build_dataset, run_job): imported late, not at the top.
+    from worker.loop import loop_start
 
     return loop_start(job, recorder)
 

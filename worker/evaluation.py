@@ -22,6 +22,10 @@ from worker.app import app
 
 log = logging.getLogger(__name__)
 
+# The perturbation families measured when the promotion policy names none: modeling.augment's
+# training recipes but "mixed" (a blend of the others), and two families never trained on.
+EVAL_FAMILIES = ("typo", "word", "distractor", "noise", "ocr", "split_merge")
+
 
 @app.task(
     name="worker.evaluation.evaluate_version",
@@ -40,6 +44,7 @@ def evaluate_version(version_id: int, run_id: int | None = None) -> dict:
         {"version_id", "evaluated": [names], "results": {test_set: summary}}.
     """
     from webchat.registry.models import ModelVersion, PromotionPolicy
+    from webchat.registry.selectors import model_version_get
     from webchat.registry.services import (
         TEST_ADAPTIVE,
         eval_config_key,
@@ -49,8 +54,9 @@ def evaluate_version(version_id: int, run_id: int | None = None) -> dict:
 
     config = PromotionPolicy.load().eval_config()
     key = eval_config_key(config)
-    version = ModelVersion.objects.filter(pk=version_id).first()
-    if version is None:
+    try:
+        version = model_version_get(version_id=version_id)
+    except ModelVersion.DoesNotExist:
         return {"version_id": version_id, "evaluated": [], "results": {}}
     references = []
     for other in (version.parent, model_version_active()):
@@ -68,7 +74,7 @@ def evaluate_version(version_id: int, run_id: int | None = None) -> dict:
         raise
     evaluated.append(version.name)
     if run_id is not None:
-        from worker.schedules import loop_after_evaluation
+        from worker.loop import loop_after_evaluation
 
         loop_after_evaluation(run_id, version.pk)
     summary = {
@@ -81,28 +87,20 @@ def evaluation_failed(version, run_id: int | None, reason: str) -> None:
     """Say why on the training run's log and close the learning-loop job that waits for it."""
     from django.utils import timezone
 
-    from webchat.curation.models import CurationJob
-    from webchat.registry.models import TrainingRun
+    from webchat.curation.selectors import loop_jobs_waiting_for
+    from webchat.curation.services import curation_job_fail
+    from webchat.registry.services import training_run_log_append
 
     log.error("evaluation of %s failed: %s", version.name, reason)
     if run_id is None:
         return
-    run = TrainingRun.objects.filter(pk=run_id).first()
-    if run is not None:
-        line = f"{timezone.now():%H:%M:%S} evaluation of {version.name} failed: {reason}"
-        TrainingRun.objects.filter(pk=run_id).update(log_tail=f"{run.log_tail}\n{line}".strip())
-    CurationJob.objects.filter(
-        kind=CurationJob.Kind.LOOP, training_run_id=run_id, status=CurationJob.Status.RUNNING
-    ).update(
-        status=CurationJob.Status.FAILED,
-        error=f"evaluation failed: {reason}",
-        finished_at=timezone.now(),
-    )
+    line = f"{timezone.now():%H:%M:%S} evaluation of {version.name} failed: {reason}"
+    training_run_log_append(run_id=run_id, line=line)
+    for job in loop_jobs_waiting_for(run_id=run_id):
+        curation_job_fail(job_id=job.pk, error=f"evaluation failed: {reason}")
 
 
 def _families(config: dict) -> list[str]:
-    from worker.curation import EVAL_FAMILIES
-
     return list(config.get("perturb_families") or EVAL_FAMILIES)
 
 

@@ -19,58 +19,43 @@ from django.db import transaction
 from django.utils import timezone
 
 from worker.app import app
+from worker.jobs import PROGRESS_INTERVAL_S, Recorder
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL_S = 1.0
-LOG_TAIL_LINES = 40
+LOSS_CURVE_POINTS = 2000  # the newest points kept on the row (the admin plots them)
 
 
 def run_dir(run_id: int) -> Path:
     return Path(settings.MODELS_DIR) / "runs" / f"run-{run_id}"
 
 
-class RunRecorder:
+class RunRecorder(Recorder):
     """Turns training progress callbacks into throttled writes on the TrainingRun row."""
 
     def __init__(self, run_id: int):
+        super().__init__()
         self.run_id = run_id
-        self.last_write = 0.0
         self.last_cancel_check = 0.0
         self.cancelled = False
         self.curve: list[list[float]] = []
-        self.lines: list[str] = []
         self.phase_offset = 0.0  # multi-phase recipes report progress per phase
         self.phase_weight = 1.0
         self.last_step: int | None = None
 
-    def log(self, line: str) -> None:
-        self.lines = (self.lines + [f"{timezone.now():%H:%M:%S} {line}"])[-LOG_TAIL_LINES:]
-
     def progress(self, info: dict) -> None:
-        from webchat.registry.models import TrainingRun
-
         step, total = info.get("step", 0), max(1, info.get("total", 1))
-        if info.get("phase", "train") == "train":
-            self.last_step = step  # counted over the whole run (a recipe's stages add up)
-        loss = info.get("loss")
         phase = info.get("phase", "train")
-        if loss is not None and phase == "train":
-            self.curve.append([len(self.curve) + 1, round(float(loss), 5)])
+        loss = info.get("loss")
+        if phase == "train":
+            self.last_step = step  # counted over the whole run (a recipe's stages add up)
+            if loss is not None:
+                self.curve.append([len(self.curve) + 1, round(float(loss), 5)])
         if phase == "eval":
-            parts = [f"eval at step {step}:"]
-            dev_loss = info.get("dev_loss")
-            if dev_loss is not None and dev_loss == dev_loss:  # not NaN
-                parts.append(f"dev loss {dev_loss:.4f}")
-            if info.get("dev_accuracy") is not None:
-                parts.append(f"dev accuracy {info['dev_accuracy']:.1%}")
-            if len(parts) > 1:
-                self.log(" ".join(parts))
+            self._log_eval(step, info)
             return
-        now = time.monotonic()
-        if now - self.last_write < PROGRESS_INTERVAL_S and step < total:
+        if not self.due(force=step >= total):
             return
-        self.last_write = now
         fraction = self.phase_offset + self.phase_weight * min(1.0, step / total)
         eta = info.get("eta_s")
         line = f"step {step}/{total}"
@@ -81,14 +66,20 @@ class RunRecorder:
         if eta is not None and step < total:
             line += f" eta {eta:.0f}s"
         self.log(line)
-        TrainingRun.objects.filter(pk=self.run_id).update(
-            progress=round(fraction, 4),
-            loss_curve=self.curve[-2000:],
-            log_tail="\n".join(self.lines),
-        )
+        self.flush(progress=round(fraction, 4))
+
+    def _log_eval(self, step: int, info: dict) -> None:
+        parts = [f"eval at step {step}:"]
+        dev_loss = info.get("dev_loss")
+        if dev_loss is not None and dev_loss == dev_loss:  # not NaN
+            parts.append(f"dev loss {dev_loss:.4f}")
+        if info.get("dev_accuracy") is not None:
+            parts.append(f"dev accuracy {info['dev_accuracy']:.1%}")
+        if len(parts) > 1:
+            self.log(" ".join(parts))
 
     def should_cancel(self) -> bool:
-        from webchat.registry.models import TrainingRun
+        from webchat.registry.selectors import training_run_cancel_requested
         from worker import embedded
 
         if embedded.shutting_down.is_set():
@@ -96,36 +87,16 @@ class RunRecorder:
         now = time.monotonic()
         if now - self.last_cancel_check >= PROGRESS_INTERVAL_S:
             self.last_cancel_check = now
-            self.cancelled = TrainingRun.objects.filter(
-                pk=self.run_id, cancel_requested=True
-            ).exists()
+            self.cancelled = training_run_cancel_requested(run_id=self.run_id)
         return self.cancelled
 
-    def flush(self, **fields) -> None:
-        from webchat.registry.models import TrainingRun
+    def snapshot(self) -> dict:
+        return {"loss_curve": self.curve[-LOSS_CURVE_POINTS:], **super().snapshot()}
 
-        TrainingRun.objects.filter(pk=self.run_id).update(
-            loss_curve=self.curve[-2000:], log_tail="\n".join(self.lines), **fields
-        )
+    def save(self, **fields) -> None:
+        from webchat.registry.services import training_run_update
 
-
-def training_run_claim(run_id: int):
-    """queued -> running (or a redelivered running run: resume). None when already finished."""
-    from webchat.registry.models import TrainingRun
-
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
-            return None
-        if run.cancel_requested:
-            run.status = TrainingRun.Status.CANCELLED
-            run.finished_at = timezone.now()
-            run.save(update_fields=["status", "finished_at"])
-            return None
-        run.status = TrainingRun.Status.RUNNING
-        run.started_at = run.started_at or timezone.now()
-        run.save(update_fields=["status", "started_at"])
-        return run
+        training_run_update(run_id=self.run_id, **fields)
 
 
 @app.task(
@@ -144,8 +115,9 @@ def run_training(run_id: int) -> dict:
         {"run_id", "status", "model_version_id"}.
     """
     from webchat.registry.models import TrainingRun
+    from webchat.registry.services import training_run_claim
 
-    run = training_run_claim(run_id)
+    run = training_run_claim(run_id=run_id)
     if run is None:
         return {"run_id": run_id, "status": "skipped", "model_version_id": None}
     recorder = RunRecorder(run_id)
@@ -155,32 +127,10 @@ def run_training(run_id: int) -> dict:
     recorder.flush()
     try:
         model_dir = execute(run, recorder)
-        version = register(run, model_dir, recorder)
+        version = register(run, model_dir)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run for the admin
-        from modeling.train import Cancelled
-        from worker import embedded
-
-        if isinstance(exc, Cancelled) and embedded.shutting_down.is_set():
-            step = recorder.last_step if recorder.last_step is not None else exc.step
-            recorder.log(
-                f"stopped after step {step}: the server is shutting down; the run resumes "
-                "from its last checkpoint when the site starts again"
-            )
-            recorder.flush(status=TrainingRun.Status.QUEUED)
-            return {"run_id": run_id, "status": "interrupted", "model_version_id": None}
-        if isinstance(exc, Cancelled):
-            step = recorder.last_step if recorder.last_step is not None else exc.step
-            recorder.log(f"cancelled after step {step}")
-            recorder.flush(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
-            return {"run_id": run_id, "status": "cancelled", "model_version_id": None}
-        if isinstance(exc, SoftTimeLimitExceeded):
-            reason = "the run exceeded its time limit"
-        else:
-            reason = f"{exc.__class__.__name__}: {exc}"
-            log.exception("training run %s failed", run_id)
-        recorder.log(f"failed: {reason}")
-        recorder.flush(status=TrainingRun.Status.FAILED, error=reason, finished_at=timezone.now())
-        return {"run_id": run_id, "status": "failed", "model_version_id": None}
+        status = record_stop(run_id, recorder, exc)
+        return {"run_id": run_id, "status": status, "model_version_id": None}
     recorder.log(f"done: model version {version.name}")
     recorder.flush(
         status=TrainingRun.Status.DONE,
@@ -188,15 +138,49 @@ def run_training(run_id: int) -> dict:
         output_model=version,
         finished_at=timezone.now(),
     )
-    after_training(run_id, version.pk)
+    after_training(run, version)
     return {"run_id": run_id, "status": "done", "model_version_id": version.pk}
+
+
+def record_stop(run_id: int, recorder: RunRecorder, exc: Exception) -> str:
+    """Record why a run stopped before its end on its row; returns the task's status word.
+
+    A stop for the web process's shutdown queues the run again (it resumes from its checkpoint
+    on the next start); a cancel request, the time limit and any error close it.
+    """
+    from modeling.train import Cancelled
+    from webchat.registry.models import TrainingRun
+    from worker import embedded
+
+    if isinstance(exc, Cancelled):
+        step = recorder.last_step if recorder.last_step is not None else exc.step
+        if embedded.shutting_down.is_set():
+            recorder.log(
+                f"stopped after step {step}: the server is shutting down; the run resumes "
+                "from its last checkpoint when the site starts again"
+            )
+            recorder.flush(status=TrainingRun.Status.QUEUED)
+            return "interrupted"
+        recorder.log(f"cancelled after step {step}")
+        recorder.flush(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+        return "cancelled"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        reason = "the run exceeded its time limit"
+    else:
+        reason = f"{exc.__class__.__name__}: {exc}"
+        log.exception("training run %s failed", run_id)
+    recorder.log(f"failed: {reason}")
+    recorder.flush(status=TrainingRun.Status.FAILED, error=reason, finished_at=timezone.now())
+    return "failed"
 
 
 def execute(run, recorder: RunRecorder) -> Path:
     """Train according to the run's kind; returns the final model directory."""
+    from webchat.registry.models import TrainingRun
+
     out = run_dir(run.pk)
     hp = dict(run.hyperparameters or {})
-    if run.kind == "default":
+    if run.kind == TrainingRun.Kind.DEFAULT:
         from modeling.recipes import build_default_model
 
         return Path(
@@ -209,7 +193,7 @@ def execute(run, recorder: RunRecorder) -> Path:
         )
     from modeling.train import TrainConfig, train
 
-    if run.base_model is None and run.kind == "sft":
+    if run.base_model is None and run.kind == TrainingRun.Kind.SFT:
         raise ValueError("a fine-tuning run needs a base model version")
     data = list(hp.pop("data", []))
     if run.dataset is not None:
@@ -238,10 +222,10 @@ def execute(run, recorder: RunRecorder) -> Path:
     return Path(train(config, progress=recorder.progress, should_cancel=recorder.should_cancel))
 
 
-def register(run, model_dir: Path, recorder: RunRecorder):
+def register(run, model_dir: Path):
     """Move the trained model under MODELS_DIR/versions/ and record it as a candidate."""
     from modeling.checkpoint import model_info
-    from webchat.registry.models import ModelVersion
+    from webchat.registry.selectors import model_version_by_name
     from webchat.registry.services import model_version_register
 
     name = f"{run.kind}-run{run.pk}"
@@ -250,7 +234,7 @@ def register(run, model_dir: Path, recorder: RunRecorder):
     if final.exists():
         shutil.rmtree(final)
     shutil.move(str(model_dir), str(final))
-    existing = ModelVersion.objects.filter(name=name).first()
+    existing = model_version_by_name(name=name)
     if existing is not None:  # a redelivered run that registered before dying
         return existing
     return model_version_register(
@@ -262,15 +246,14 @@ def register(run, model_dir: Path, recorder: RunRecorder):
     )
 
 
-def after_training(run_id: int, version_id: int) -> None:
+def after_training(run, version) -> None:
     """Activate the default model when nothing is active yet (first start); then evaluate every
     finished run's model on the `cpu` queue (the learning loop continues from the evaluation:
-    worker.evaluation -> worker.schedules.loop_after_evaluation)."""
-    from webchat.registry.models import ModelVersion, TrainingRun
+    worker.evaluation -> worker.loop.loop_after_evaluation)."""
+    from webchat.registry.models import TrainingRun
     from webchat.registry.services import model_version_activate, model_version_active
     from worker.evaluation import evaluate_version
 
-    run = TrainingRun.objects.get(pk=run_id)
-    if run.kind == "default" and model_version_active() is None:
-        model_version_activate(version=ModelVersion.objects.get(pk=version_id))
-    transaction.on_commit(lambda: evaluate_version.delay(version_id, run_id))
+    if run.kind == TrainingRun.Kind.DEFAULT and model_version_active() is None:
+        model_version_activate(version=version)
+    transaction.on_commit(lambda: evaluate_version.delay(version.pk, run.pk))

@@ -84,9 +84,11 @@ def test_generating_from_the_skills_split_records_verdicts_outputs_and_progress(
     assert response.status_code == 302
     job = CurationJob.objects.get()
     assert job.status == "done", job.error
-    assert job.progress == 1.0 and "turn 3/3" in job.log_tail
+    assert job.progress == 1.0
+    assert "turn 3/3" in job.log_tail
     samples = list(AdversarialSample.objects.filter(job=job))
-    assert samples and all(s.status == "pending" for s in samples)
+    assert samples
+    assert all(s.status == "pending" for s in samples)
     assert all(s.attacked_model == active_tiny_model for s in samples)
     assert all(s.valid is not None and s.validity_note for s in samples)
     assert all(s.fooled is not None for s in samples)
@@ -94,7 +96,8 @@ def test_generating_from_the_skills_split_records_verdicts_outputs_and_progress(
     assert job.result["skipped"] == 3
     for s in samples:
         if s.method == "attack":
-            assert s.valid and s.queries <= 8
+            assert s.valid
+            assert s.queries <= 8
     page = admin_client.get(reverse("admin:curation_curationjob_change", args=[job.pk]))
     assert "100%" in page.content.decode()
 
@@ -235,7 +238,7 @@ def test_mining_turns_new_consented_corrections_into_pending_samples(
     active_tiny_model, eager, admin_user
 ):
     from tests.webchat.test_curation_admin import flagged_turn
-    from worker.schedules import mine_new_conversations
+    from worker.loop import mine_new_conversations
 
     LoopSettings.objects.update_or_create(pk=1, defaults={"mine_methods": ["typo"]})
     flagged_turn(admin_user, question="What is the capital of Spain?")

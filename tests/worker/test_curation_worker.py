@@ -74,12 +74,11 @@ def test_a_fine_tune_started_in_the_admin_runs_on_the_train_queue_and_is_evaluat
         if run.status in ("done", "failed", "cancelled"):
             break
         time.sleep(0.05)
-    assert statuses[0] == "queued" and statuses[-1] == "done", (
-        statuses,
-        run.error,
-        worker.output()[-3000:],
-    )
-    assert "running" in statuses and progress == sorted(progress)
+    why = (statuses, run.error, worker.output()[-3000:])
+    assert statuses[0] == "queued", why
+    assert statuses[-1] == "done", why
+    assert "running" in statuses
+    assert progress == sorted(progress)
     candidate = run.output_model
     while (
         time.monotonic() < deadline
@@ -90,5 +89,6 @@ def test_a_fine_tune_started_in_the_admin_runs_on_the_train_queue_and_is_evaluat
         worker.output()[-3000:]
     )
     page = admin_client.get(reverse("admin:registry_trainingrun_change", args=[run.pk]))
-    assert candidate.name in page.content.decode() and "adaptive ASR" in page.content.decode()
+    assert candidate.name in page.content.decode()
+    assert "adaptive ASR" in page.content.decode()
     assert ModelVersion.objects.get(pk=active_tiny_model.pk).status == "active"

@@ -37,6 +37,7 @@ def test_the_embedded_scheduler_runs_the_reaper_on_a_lapsed_reply(settings):
             time.sleep(0.5)
     finally:
         embedded.stop()
-    assert reply.status == "interrupted" and reply.content == "partial"
+    assert reply.status == "interrupted"
+    assert reply.content == "partial"
     question.refresh_from_db()
     assert question.content == "hi"

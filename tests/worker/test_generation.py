@@ -95,7 +95,7 @@ def deltas_of(events) -> list[dict]:
 
 @pytest.fixture
 def user():
-    return User.objects.create_user("ada", password="x")
+    return User.objects.create_user("ada", password="x")  # noqa: S106 - a test user
 
 
 @pytest.fixture
@@ -135,7 +135,8 @@ def test_a_reply_streams_in_order_with_contiguous_seq_and_is_saved_as_streamed(
     assert message.content == streamed == events[-1]["content"]
     assert message.last_seq == len(deltas)
     assert message.completion_tokens == 64
-    assert message.prompt_tokens > 0 and message.time_to_first_token_ms > 0
+    assert message.prompt_tokens > 0
+    assert message.time_to_first_token_ms > 0
     assert message.tokens_per_s > 0
     assert message.model_version_id == active_tiny_model.pk
 
@@ -193,10 +194,12 @@ def test_sigkill_mid_stream_gives_interrupted_and_a_new_worker_serves_the_next_r
     assert reaped == [message.pk]
     assert done["status"] == "interrupted"
     message.refresh_from_db()
-    assert message.status == "interrupted" and "stopped responding" in message.error
+    assert message.status == "interrupted"
+    assert "stopped responding" in message.error
     user_message = message.parent
     user_message.refresh_from_db()
-    assert user_message.content == "keep this question" and user_message.status == "done"
+    assert user_message.content == "keep this question"
+    assert user_message.status == "done"
 
     gpu_worker()
     follow_up = queued_turn(user, "and again")
@@ -207,7 +210,8 @@ def test_sigkill_mid_stream_gives_interrupted_and_a_new_worker_serves_the_next_r
     finally:
         listener.close()
     follow_up.refresh_from_db()
-    assert follow_up.status == "done" and follow_up.content
+    assert follow_up.status == "done"
+    assert follow_up.content
 
 
 def test_a_redelivered_task_does_not_generate_twice(
@@ -220,7 +224,8 @@ def test_a_redelivered_task_does_not_generate_twice(
     saved = (message.content, message.last_seq, message.finished_at)
     again = send(client_app, message.pk).get(timeout=60)
     message.refresh_from_db()
-    assert first["status"] == "done" and again["status"] == "skipped"
+    assert first["status"] == "done"
+    assert again["status"] == "skipped"
     assert (message.content, message.last_seq, message.finished_at) == saved
 
 
@@ -252,7 +257,7 @@ def test_32_concurrent_requests_complete_without_lost_or_duplicated_deltas(
     active_tiny_model, gpu_worker, client_app, redis_url
 ):
     gpu_worker()
-    users = [User.objects.create_user(f"u{i}", password="x") for i in range(32)]
+    users = [User.objects.create_user(f"u{i}", password="x") for i in range(32)]  # noqa: S106
     messages = [
         queued_turn(u, f"question {i}", max_new_tokens=32, do_sample=True, temperature=1.0, seed=i)
         for i, u in enumerate(users)

@@ -32,11 +32,14 @@ def test_a_fine_tune_run_records_progress_and_registers_a_candidate(active_tiny_
     result = run_training(run.pk)
     run.refresh_from_db()
     assert result["status"] == "done", run.error
-    assert run.status == "done" and run.progress == 1.0
-    assert len(run.loss_curve) == 4 and all(loss > 0 for _, loss in run.loss_curve)
+    assert run.status == "done"
+    assert run.progress == 1.0
+    assert len(run.loss_curve) == 4
+    assert all(loss > 0 for _, loss in run.loss_curve)
     assert "step 4/4" in run.log_tail
     candidate = run.output_model
-    assert candidate.status == "candidate" and candidate.parent == active_tiny_model
+    assert candidate.status == "candidate"
+    assert candidate.parent == active_tiny_model
     assert (models_dir / "versions" / candidate.name / "model.safetensors").is_file()
     active_tiny_model.refresh_from_db()
     assert active_tiny_model.status == "active"  # promotion is a separate, gated step
@@ -78,7 +81,8 @@ def test_a_run_with_a_changed_dataset_file_fails_its_hash_check(
     )
     run_training(run.pk)
     run.refresh_from_db()
-    assert run.status == "failed" and "does not match its recorded hash" in run.error
+    assert run.status == "failed"
+    assert "does not match its recorded hash" in run.error
 
 
 def test_a_cancelled_run_stops_and_registers_nothing(active_tiny_model, models_dir):
@@ -88,7 +92,8 @@ def test_a_cancelled_run_stops_and_registers_nothing(active_tiny_model, models_d
     training_run_cancel(run=run)
     assert run_training(run.pk)["status"] == "skipped"
     run.refresh_from_db()
-    assert run.status == "cancelled" and run.output_model is None
+    assert run.status == "cancelled"
+    assert run.output_model is None
     assert ModelVersion.objects.count() == 1
 
 
@@ -127,7 +132,8 @@ def test_a_run_stopped_by_a_shutting_down_web_process_is_queued_again_and_resume
     finally:
         embedded.shutting_down.clear()
     run.refresh_from_db()
-    assert run.status == "queued" and not run.output_model
+    assert run.status == "queued"
+    assert not run.output_model
     assert "shutting down" in run.log_tail
     cancelled = TrainingRun.objects.create(
         kind="sft", base_model=active_tiny_model, cancel_requested=True
@@ -136,10 +142,12 @@ def test_a_run_stopped_by_a_shutting_down_web_process_is_queued_again_and_resume
 
     queued = []
     assert training_runs_requeue(send=queued.append) == [run.pk]  # the next start
-    assert queued == [run.pk] and cancelled.pk not in queued
+    assert queued == [run.pk]
+    assert cancelled.pk not in queued
     assert run_training(run.pk)["status"] == "done"  # resumes from its checkpoint
     run.refresh_from_db()
-    assert run.status == "done" and run.output_model is not None
+    assert run.status == "done"
+    assert run.output_model is not None
     assert len(run.loss_curve) == 4  # no step trained twice
 
 
@@ -164,7 +172,7 @@ def test_the_exit_hook_runs_before_python_joins_the_worker_pool_threads(tmp_path
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "DATABASE_URL"}
     env["WEBCHAT_VAR_DIR"] = str(tmp_path)
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, env=env
     )
     assert done.returncode == 0, done.stderr

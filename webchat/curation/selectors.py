@@ -54,3 +54,50 @@ def samples_for_dataset(*, only_valid: bool = True, kinds=None) -> QuerySet:
 def approved_not_in_any_dataset() -> QuerySet:
     """Approved, usable samples no dataset version contains yet (the loop's trigger)."""
     return samples_for_dataset().filter(datasets__isnull=True)
+
+
+# ---- reads for the `cpu` worker (worker/ reads curation rows only through these) -------------
+
+
+def flagged_feedback_in(*, ids) -> QuerySet:
+    """The flagged feedback among `ids`, in id order."""
+    return flagged_feedback().filter(pk__in=list(ids)).order_by("id")
+
+
+def flagged_feedback_new_ids(*, since, limit: int) -> list[int]:
+    """Ids of flagged feedback changed after `since` (None: all of it), oldest change first.
+
+    Args:
+        since: the start of the last mining, or None before the first one.
+        limit: at most this many ids.
+    """
+    new = flagged_feedback()
+    if since is not None:
+        new = new.filter(updated_at__gt=since)
+    return list(new.order_by("updated_at").values_list("pk", flat=True)[:limit])
+
+
+def _running_loop_jobs() -> QuerySet:
+    from webchat.curation.models import CurationJob
+
+    return CurationJob.objects.filter(kind=CurationJob.Kind.LOOP, status=CurationJob.Status.RUNNING)
+
+
+def loop_job_in_progress(*, other_than: int):
+    """A running learning-loop job other than the job `other_than`, or None."""
+    return _running_loop_jobs().exclude(pk=other_than).first()
+
+
+def loop_jobs_waiting_for(*, run_id: int) -> QuerySet:
+    """The running learning-loop jobs that wait for this training run and its evaluation."""
+    return _running_loop_jobs().filter(training_run_id=run_id)
+
+
+def loop_jobs_with_ended_runs() -> QuerySet:
+    """The running learning-loop jobs whose fine-tuning run failed or was cancelled."""
+    from webchat.registry.models import TrainingRun
+
+    ended = [TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED]
+    return (
+        _running_loop_jobs().filter(training_run__status__in=ended).select_related("training_run")
+    )

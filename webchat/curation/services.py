@@ -329,3 +329,48 @@ def dataset_verify(dataset: Dataset) -> tuple[bool, str]:
             f"{path} changed: sha256 {digest[:12]}… is not the recorded {dataset.sha256[:12]}…",
         )
     return True, f"sha256 {digest} verified"
+
+
+# ---- writes of the `cpu` worker (worker/ writes curation rows only through these) ------------
+
+
+def curation_job_create(*, kind: str, params: dict | None = None, user=None, **fields):
+    """Create a queued CurationJob without enqueueing it, for a task that runs the job itself at
+    once (the schedules); the arguments are `curation_job_start`'s, which also enqueues."""
+    return CurationJob.objects.create(kind=kind, params=params or {}, created_by=user, **fields)
+
+
+def curation_job_claim(*, job_id: int):
+    """queued -> running; None when the job is gone or already started (a redelivery)."""
+    with transaction.atomic():
+        job = CurationJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != CurationJob.Status.QUEUED:
+            return None
+        job.status = CurationJob.Status.RUNNING
+        job.started_at = timezone.now()
+        job.save(update_fields=["status", "started_at"])
+        return job
+
+
+def curation_job_update(*, job_id: int, **fields) -> None:
+    """Write progress, the log tail, links or the outcome on a job's row."""
+    CurationJob.objects.filter(pk=job_id).update(**fields)
+
+
+def curation_job_fail(*, job_id: int, error: str) -> None:
+    """Close a job as failed, with the reason for the admin."""
+    curation_job_update(
+        job_id=job_id, status=CurationJob.Status.FAILED, error=error, finished_at=timezone.now()
+    )
+
+
+def adversarial_sample_create(**fields) -> AdversarialSample:
+    """Record one pending sample that a curation job made (AdversarialSample fields)."""
+    return AdversarialSample.objects.create(**fields)
+
+
+def loop_settings_mark_mined(*, loop_settings, at) -> None:
+    """Remember when the last mining started: the next one looks at newer feedback only."""
+    from webchat.curation.models import LoopSettings
+
+    LoopSettings.objects.filter(pk=loop_settings.pk).update(last_mined_at=at)

@@ -276,7 +276,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return redirect("admin:registry_modelversion_changelist")
         form = ImportForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            from worker.models import import_model_dir
+            from worker.model_import import import_model_dir
 
             result = import_model_dir.delay(form.cleaned_data["source"], form.cleaned_data["name"])
             try:

@@ -74,3 +74,23 @@ def comparison_versions(version: ModelVersion) -> list[ModelVersion]:
         if other is not None and other.pk not in {v.pk for v in out}:
             out.append(other)
     return out
+
+
+# ---- reads for the worker (worker/ reads registry rows only through these) -------------------
+
+
+def model_version_get(*, version_id: int) -> ModelVersion:
+    """The version with this id (ModelVersion.DoesNotExist when it is gone)."""
+    return ModelVersion.objects.get(pk=version_id)
+
+
+def model_version_by_name(*, name: str) -> ModelVersion | None:
+    """The version with this (unique) name, or None."""
+    return ModelVersion.objects.filter(name=name).first()
+
+
+def training_run_cancel_requested(*, run_id: int) -> bool:
+    """Whether someone asked the run to stop (the worker checks between steps)."""
+    from webchat.registry.models import TrainingRun
+
+    return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()

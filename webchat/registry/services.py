@@ -407,3 +407,36 @@ def model_version_rollback(*, user=None, note: str = "") -> PromotionRecord:
     with transaction.atomic():
         model_version_activate(version=target)
         return _record(PromotionRecord.Action.ROLLBACK, target, current, user, note=note, gates={})
+
+
+# ---- writes of the `train` and `cpu` workers on training runs --------------------------------
+
+
+def training_run_claim(*, run_id: int) -> TrainingRun | None:
+    """queued -> running, or a redelivered running run: resume. None when the run is gone or
+    finished; a run with a cancel request is closed as cancelled instead of claimed."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
+            return None
+        if run.cancel_requested:
+            run.status = TrainingRun.Status.CANCELLED
+            run.finished_at = timezone.now()
+            run.save(update_fields=["status", "finished_at"])
+            return None
+        run.status = TrainingRun.Status.RUNNING
+        run.started_at = run.started_at or timezone.now()
+        run.save(update_fields=["status", "started_at"])
+        return run
+
+
+def training_run_update(*, run_id: int, **fields) -> None:
+    """Write progress, the loss curve, the log tail or the outcome on a run's row."""
+    TrainingRun.objects.filter(pk=run_id).update(**fields)
+
+
+def training_run_log_append(*, run_id: int, line: str) -> None:
+    """Add a line to the log tail of a finished run (a run that is gone is left alone)."""
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is not None:
+        training_run_update(run_id=run_id, log_tail=f"{run.log_tail}\n{line}".strip())
