@@ -69,7 +69,7 @@ def test_typos_hit_only_words_of_four_letters_or_more_outside_stopwords():
 
 @pytest.mark.parametrize("op", sorted(augment.TYPO_OPS))
 def test_each_typo_op_is_a_single_edit(op):
-    from modeling.skills import _edit_distance
+    from modeling.skills.parse import _edit_distance
 
     for seed in range(30):
         word = random.Random(seed).choice(["capital", "kilometers", "following", "Tuesday"])

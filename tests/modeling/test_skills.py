@@ -23,6 +23,8 @@ from modeling.skills import (
     slot_spans,
     slot_words,
 )
+from modeling.skills.parse import _LEXICON
+from modeling.skills.world import _ENTITIES
 
 CAPITAL_CTX = [
     {"role": "user", "content": "What is the capital of Spain?"},
@@ -101,7 +103,7 @@ def test_in_distribution_splits_never_use_held_out_templates_or_entities(corpus)
             assert not set(d.templates) & OOD_TEMPLATE_IDS, d.templates
             for i, text in _user_turns(d):
                 p = parse_user_turn(text, d.messages[:i])
-                entity = skills._ENTITIES[p.task]
+                entity = _ENTITIES[p.task]
                 key = {
                     "capital": lambda s: s["country"],
                     "weekday": lambda s: (s["direction"], s["day"]),
@@ -219,7 +221,7 @@ def test_random_typos_on_non_slot_words_keep_the_parse_almost_always(corpus):
             if any(s <= m.start() and m.end() <= e for s, e in protected):
                 continue
             typo = _typo(m.group(), rng)
-            if typo.lower() in skills._LEXICON:
+            if typo.lower() in _LEXICON:
                 continue  # the typo made another real word: not a typo any more
             p = parse_user_turn(text[: m.start()] + typo + text[m.end() :], ctx)
             same += p == original
@@ -292,7 +294,7 @@ def test_exact_match_ignores_case_space_and_final_period_only():
 
 def test_vocabulary_is_unambiguous():
     # words to spell are never keywords, template words, or other entities
-    assert all(skills._LEXICON[w] == ("word", w) for w in skills.WORDS)
+    assert all(_LEXICON[w] == ("word", w) for w in skills.WORDS)
     assert len(set(skills.WORDS)) == len(skills.WORDS)
     for name in list(skills.CAPITALS) + skills.DAYS + skills.MONTHS:
-        assert skills._LEXICON[name.lower()][0] in ("country", "day", "month")
+        assert _LEXICON[name.lower()][0] in ("country", "day", "month")
