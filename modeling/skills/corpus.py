@@ -55,6 +55,7 @@ class Dialogue:
 
     @property
     def answer(self) -> str:
+        """The canonical answer: the content of the last (assistant) message."""
         return self.messages[-1]["content"]
 
     @property
@@ -64,6 +65,7 @@ class Dialogue:
 
     @property
     def parse(self) -> Parse:
+        """The final question as parse_user_turn reads it (equal to its parse in context)."""
         return Parse(self.task, dict(self.slots), followup=self.family == "followup")
 
     def to_json(self) -> dict:

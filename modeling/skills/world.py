@@ -170,6 +170,7 @@ class Parse:
 
     @property
     def family(self) -> str:
+        """The family a parsed question reports under: its task."""
         return self.task
 
 

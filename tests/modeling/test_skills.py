@@ -76,7 +76,8 @@ def test_dialogues_alternate_roles_and_end_with_the_canonical_answer(corpus):
             roles = [m["role"] for m in d.messages]
             assert roles == ["user", "assistant"] * (len(roles) // 2)
             assert d.answer == answer_for(Parse(d.task, d.slots))
-            assert d.answer.endswith(".") and len(d.answer) <= 40
+            assert d.answer.endswith(".")
+            assert len(d.answer) <= 40
 
 
 def test_parser_recovers_every_user_turn_in_every_split(corpus):
@@ -113,7 +114,8 @@ def test_in_distribution_splits_never_use_held_out_templates_or_entities(corpus)
                     "spell": lambda s: s["word"],
                     "reverse": lambda s: s["word"],
                 }[p.task](p.slots)
-                assert key in entity[0] and key not in entity[1], (split, text)
+                assert key in entity[0], (split, text)
+                assert key not in entity[1], (split, text)
                 assert not set(re.findall(r"[a-z]+", text.lower())) & ood_words, text
 
 
@@ -167,7 +169,7 @@ def test_noisy_versions_of_a_question_parse_to_the_same_slots(text):
 
 
 @pytest.mark.parametrize(
-    "text, expected",
+    ("text", "expected"),
     [
         ("What is 10 minsu 3?", Parse("arithmetic", {"op": "sub", "a": 10, "b": 3})),
         ("Subtract 3 from 10.", Parse("arithmetic", {"op": "sub", "a": 10, "b": 3})),
