@@ -65,6 +65,7 @@ class AttackResult:
 
     @property
     def fooled(self) -> bool:
+        """Whether the attack made the model's greedy reply wrong."""
         return self.status == "successful"
 
     def to_dict(self) -> dict:
@@ -182,30 +183,14 @@ def greedy_replies(
 # The attack
 
 
-def default_constraints(max_share: float | None = 0.5) -> list[Constraint]:
-    """Protected slot words, at most max_share of the words changed, the validity oracle.
-
-    Args:
-        max_share: most of the original's words that may change (None: no limit).
-    Returns:
-        the constraint list.
-    """
-    out: list[Constraint] = [augment.ProtectedSlots(), augment.ValidityOracle(strict=True)]
-    if max_share is not None:
-        out.insert(0, augment.MaxWordsChanged(max_share=max_share))
-    return out
-
-
 def _join(seps: list[str], words: list[str]) -> str:
     """Rebuild a text from separators (len n+1) and words (len n); "" words vanish cleanly."""
     out = seps[0]
     for w, sep in zip(words, seps[1:]):
         if w:
             out += w + sep
-        elif out.endswith(" ") and sep.startswith(" "):
-            out += sep[1:]
-        elif not out and sep.startswith(" "):
-            out += sep[1:]
+        elif sep.startswith(" ") and (out.endswith(" ") or not out):
+            out += sep[1:]  # a deleted word leaves no double or leading space
         else:
             out += sep
     return out
@@ -219,6 +204,112 @@ def _split(text: str) -> tuple[list[str], list[str], list[tuple[int, int]]]:
         prev = e
     seps.append(text[prev:])
     return seps, [text[s:e] for s, e in spans], spans
+
+
+@dataclass
+class _Attack:
+    """One attack's fixed inputs and its queries so far (each scored text or decode is one)."""
+
+    model: torch.nn.Module
+    chat_format: Any
+    context: list[dict]
+    original: str
+    target: str
+    budget: int
+    rng: random.Random
+    constraints: list[Constraint]
+    edits_per_word: int
+    batch_size: int
+    cap: int  # greedy decoding cap
+    match: Callable[[str, str], bool]
+    queries: int = 0
+    lp0: float = 0.0  # the correct reply's log-probability on the clean turn
+
+    @property
+    def room(self) -> int:
+        return self.budget - self.queries - 1  # keep one query for a greedy check
+
+    def prompt(self, text: str) -> list[dict]:
+        return self.context + [{"role": "user", "content": text}]
+
+    def score(self, texts: list[str]) -> tuple[list[float], list[bool]]:
+        self.queries += len(texts)
+        lp, ok = score_replies(
+            self.model, self.chat_format, [self.prompt(t) for t in texts],
+            [self.target] * len(texts), batch_size=self.batch_size,
+        )  # fmt: skip
+        return lp.tolist(), ok.tolist()
+
+    def greedy(self, text: str) -> str:
+        self.queries += 1
+        return greedy_replies(self.model, self.chat_format, [self.prompt(text)], self.cap)[0]
+
+    def result(self, status: str, text: str, output: str, lp: float) -> AttackResult:
+        n_changed = augment.words_changed(self.original, text)
+        share = n_changed / max(1, len(augment.words_of(self.original)))
+        return AttackResult(
+            status, self.original, text, self.target, output, self.queries, share, n_changed,
+            self.lp0, lp, self.context,
+        )  # fmt: skip
+
+    def by_importance(self, seps: list[str], words: list[str], editable: list[int]) -> list[int]:
+        """Editable word positions, the one whose deletion lowers the reply's score most first."""
+        room = self.room
+        deletions = [
+            _join(seps, [w if j != i else "" for j, w in enumerate(words)]) for i in editable
+        ]
+        importance = [0.0] * len(editable)
+        if room > 0 and deletions:
+            lps, _ = self.score(deletions[:room])
+            importance[: len(lps)] = [self.lp0 - lp for lp in lps]
+        return [editable[k] for k in sorted(range(len(editable)), key=lambda k: -importance[k])]
+
+    def candidates(
+        self, seps: list[str], words: list[str], i: int, current: str
+    ) -> list[tuple[str, str]]:
+        """(text, replacement) for the edits of word i that pass every constraint."""
+        seen = {current}
+        out: list[tuple[str, str]] = []
+        for replacement in augment.word_edits(words[i], self.rng, self.edits_per_word):
+            text = _join(seps, words[:i] + [replacement] + words[i + 1 :])
+            if text in seen or not text.strip():
+                continue
+            seen.add(text)
+            if all(c(self.original, text, self.context) for c in self.constraints):
+                out.append((text, replacement))
+        return out
+
+    def search(
+        self, seps: list[str], words: list[str], order: list[int], passes: int, output: str,
+        intact: bool,
+    ) -> AttackResult:  # fmt: skip
+        """Greedy search, most important word first; further passes (fresh random edits on the
+        already edited text) while budget is left and the previous pass still helped."""
+        current, words, lp = self.original, list(words), self.lp0
+        for _ in range(passes):
+            improved = False
+            for i in order:
+                if self.room <= 0:
+                    break
+                candidates = self.candidates(seps, words, i, current)[: self.room]
+                if not candidates:
+                    continue
+                lps, oks = self.score([t for t, _ in candidates])
+                broken = [j for j, ok in enumerate(oks) if not ok]
+                j = min(broken or range(len(candidates)), key=lambda j: lps[j])
+                if oks[j] and lps[j] >= lp:
+                    continue  # no candidate for this word helps
+                improved = True
+                (current, words[i]), lp, intact = candidates[j], lps[j], oks[j]
+                if not intact:
+                    output = self.greedy(current)  # room >= 1 was kept for this
+                    if not self.match(output, self.target):
+                        return self.result("successful", current, output, lp)
+            if not improved or self.room <= 0:
+                break
+        if intact:
+            output = self.target  # an intact argmax chain is exactly the greedy reply
+        return self.result("failed", current, output, lp)
 
 
 def attack(
@@ -247,7 +338,7 @@ def attack(
         budget: most model queries (scored candidates + greedy decodes); never exceeded.
         rng: random source for the candidate edits (default random.Random(0)).
         constraints: what a candidate must pass, each ``c(original, perturbed, context)``; None
-            -> default_constraints(); [] -> no check at all (the unverified ablation).
+            -> augment.default_constraints(); [] -> no check at all (the unverified ablation).
         protect_slots: never edit the slot words (skills.slot_spans). False with constraints=[]
             gives a fully unverified attack.
         edits_per_word: typo variants proposed per word (plus synonyms, case, deletion, filler).
@@ -261,97 +352,31 @@ def attack(
     messages = [dict(m) for m in messages]
     if not messages or messages[-1]["role"] != "user":
         raise ValueError("attack needs a dialogue whose last message is the user turn to attack")
-    rng = rng or random.Random(0)
-    constraints = default_constraints() if constraints is None else list(constraints)
     context, original = messages[:-1], messages[-1]["content"]
-    cap = max_new_tokens or len(chat_format.tokenizer.encode(target)) + 4
-    queries = 0
-
-    def prompt(text: str) -> list[dict]:
-        return context + [{"role": "user", "content": text}]
-
-    def score(texts: list[str]) -> tuple[list[float], list[bool]]:
-        nonlocal queries
-        queries += len(texts)
-        lp, ok = score_replies(
-            model, chat_format, [prompt(t) for t in texts], [target] * len(texts),
-            batch_size=batch_size,
-        )  # fmt: skip
-        return lp.tolist(), ok.tolist()
-
-    def greedy(text: str) -> str:
-        nonlocal queries
-        queries += 1
-        return greedy_replies(model, chat_format, [prompt(text)], cap)[0]
-
-    def result(status: str, text: str, output: str, lp: float) -> AttackResult:
-        n_changed = augment.words_changed(original, text)
-        share = n_changed / max(1, len(augment.words_of(original)))
-        return AttackResult(
-            status, original, text, target, output, queries, share, n_changed, lp0, lp, context
-        )
+    run = _Attack(
+        model, chat_format, context, original, target, budget,
+        rng or random.Random(0),  # noqa: S311 (seeded search, not security)
+        augment.default_constraints() if constraints is None else list(constraints),
+        edits_per_word, batch_size,
+        max_new_tokens or len(chat_format.tokenizer.encode(target)) + 4, match,
+    )  # fmt: skip
 
     # 1. the clean turn
-    [lp0], [intact0] = score([original])
+    [run.lp0], [intact] = run.score([original])
     output = target
-    if not intact0:
-        output = greedy(original)
+    if not intact:
+        output = run.greedy(original)
         if not match(output, target):
-            return result("skipped", original, output, lp0)
+            return run.result("skipped", original, output, run.lp0)
 
     # 2. word importance by deletion (protected slot words are never edited, so never ranked)
     seps, words, spans = _split(original)
     protected = skills.slot_spans(original, context) if protect_slots else []
     editable = [i for i, sp in enumerate(spans) if not augment.overlaps(sp, protected)]
-    room = budget - queries - 1  # keep one query for a greedy check
-    deletions = [_join(seps, [w if j != i else "" for j, w in enumerate(words)]) for i in editable]
-    importance = [0.0] * len(editable)
-    if room > 0 and deletions:
-        lps, _ = score(deletions[:room])
-        importance[: len(lps)] = [lp0 - lp for lp in lps]
-    order = sorted(range(len(editable)), key=lambda k: -importance[k])
+    order = run.by_importance(seps, words, editable)
 
-    # 3. greedy search, most important word first; further passes (fresh random edits on the
-    # already edited text) while budget is left and the previous pass still helped
-    current, current_words, current_lp, current_intact = original, list(words), lp0, intact0
-    for _ in range(max_passes):
-        improved = False
-        for k in order:
-            room = budget - queries - 1
-            if room <= 0:
-                break
-            i = editable[k]
-            seen = {current}
-            candidates: list[tuple[str, str]] = []
-            for replacement in augment.word_edits(current_words[i], rng, edits_per_word):
-                new_words = current_words[:i] + [replacement] + current_words[i + 1 :]
-                text = _join(seps, new_words)
-                if text in seen or not text.strip():
-                    continue
-                seen.add(text)
-                if all(c(original, text, context) for c in constraints):
-                    candidates.append((text, replacement))
-            candidates = candidates[:room]
-            if not candidates:
-                continue
-            lps, oks = score([t for t, _ in candidates])
-            broken = [j for j, ok in enumerate(oks) if not ok]
-            pool = broken or range(len(candidates))
-            j = min(pool, key=lambda j: lps[j])
-            if oks[j] and lps[j] >= current_lp:
-                continue  # no candidate for this word helps
-            improved = True
-            current, current_lp, current_intact = candidates[j][0], lps[j], oks[j]
-            current_words[i] = candidates[j][1]
-            if not current_intact:
-                output = greedy(current)  # room >= 1 was kept for this
-                if not match(output, target):
-                    return result("successful", current, output, current_lp)
-        if not improved or budget - queries - 1 <= 0:
-            break
-    if current_intact:
-        output = target  # an intact argmax chain is exactly the greedy reply
-    return result("failed", current, output, current_lp)
+    # 3. greedy search over the words in that order
+    return run.search(seps, words, order, max_passes, output, intact)
 
 
 def attack_dialogues(
@@ -382,7 +407,7 @@ def attack_dialogues(
     results = []
     for i, d in enumerate(dialogues):
         prompt, reply, _ = split_dialogue(d)
-        rng = random.Random(f"attack:{seed}:{i}")
+        rng = random.Random(f"attack:{seed}:{i}")  # noqa: S311 (seeded search, not security)
         results.append(attack(model, chat_format, prompt, reply, budget=budget, rng=rng, **kwargs))
         if progress is not None:
             progress(i + 1, len(dialogues))

@@ -71,7 +71,9 @@ def test_an_intact_argmax_chain_is_exactly_the_greedy_reply(tiny):
     replies = [d.answer for d in dialogues] * 2
     _, intact = attack.score_replies(model, fmt, prompts, replies)
     outputs = predict(model, fmt, prompts, max_new_tokens=16)
-    assert intact.any() and not intact.all()  # both kinds occur, so the check means something
+    # both kinds occur, so the check means something
+    assert intact.any()
+    assert not intact.all()
     for ok, out, ref in zip(intact.tolist(), outputs, replies):
         assert ok == (out == ref)
 
@@ -101,8 +103,10 @@ def test_the_attack_fools_a_weak_model_with_valid_samples_only(tiny):
                 [context + [{"role": "user", "content": r.perturbed}]],
                 max_new_tokens=len(fmt.tokenizer.encode(r.target)) + 4,
             )
-            assert again[0] == r.output and not skills.is_correct(r.output, r.target)
-            assert 0 < r.words_changed <= 0.5 and r.logprob_perturbed < r.logprob_original
+            assert again[0] == r.output
+            assert not skills.is_correct(r.output, r.target)
+            assert 0 < r.words_changed <= 0.5
+            assert r.logprob_perturbed < r.logprob_original
 
 
 def test_the_attack_is_deterministic_for_a_seed(tiny):
@@ -116,7 +120,9 @@ def test_an_example_answered_wrong_when_clean_is_skipped(tiny):
     model, fmt, dialogues = tiny
     d = dialogues[0]
     r = attack.attack(model, fmt, d.prompt, "Not the answer.", budget=50, rng=random.Random(0))
-    assert r.status == "skipped" and r.perturbed == r.original and r.queries <= 2
+    assert r.status == "skipped"
+    assert r.perturbed == r.original
+    assert r.queries <= 2
 
 
 def test_the_unverified_attack_may_edit_slot_words(tiny):
@@ -155,4 +161,5 @@ def test_summary_numbers_follow_textattack():
     assert s["avg_queries"] == pytest.approx(240 / 3)  # over attacked examples only
     assert s["avg_words_changed"] == pytest.approx(0.3)  # over successful attacks only
     empty = attack_summary([_result("skipped", 1)])
-    assert empty["attack_success_rate"] is None and empty["accuracy_under_attack"] == 0.0
+    assert empty["attack_success_rate"] is None
+    assert empty["accuracy_under_attack"] == 0.0

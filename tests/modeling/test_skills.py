@@ -23,6 +23,8 @@ from modeling.skills import (
     slot_spans,
     slot_words,
 )
+from modeling.skills.parse import _LEXICON
+from modeling.skills.world import _ENTITIES
 
 CAPITAL_CTX = [
     {"role": "user", "content": "What is the capital of Spain?"},
@@ -74,7 +76,8 @@ def test_dialogues_alternate_roles_and_end_with_the_canonical_answer(corpus):
             roles = [m["role"] for m in d.messages]
             assert roles == ["user", "assistant"] * (len(roles) // 2)
             assert d.answer == answer_for(Parse(d.task, d.slots))
-            assert d.answer.endswith(".") and len(d.answer) <= 40
+            assert d.answer.endswith(".")
+            assert len(d.answer) <= 40
 
 
 def test_parser_recovers_every_user_turn_in_every_split(corpus):
@@ -101,7 +104,7 @@ def test_in_distribution_splits_never_use_held_out_templates_or_entities(corpus)
             assert not set(d.templates) & OOD_TEMPLATE_IDS, d.templates
             for i, text in _user_turns(d):
                 p = parse_user_turn(text, d.messages[:i])
-                entity = skills._ENTITIES[p.task]
+                entity = _ENTITIES[p.task]
                 key = {
                     "capital": lambda s: s["country"],
                     "weekday": lambda s: (s["direction"], s["day"]),
@@ -111,7 +114,8 @@ def test_in_distribution_splits_never_use_held_out_templates_or_entities(corpus)
                     "spell": lambda s: s["word"],
                     "reverse": lambda s: s["word"],
                 }[p.task](p.slots)
-                assert key in entity[0] and key not in entity[1], (split, text)
+                assert key in entity[0], (split, text)
+                assert key not in entity[1], (split, text)
                 assert not set(re.findall(r"[a-z]+", text.lower())) & ood_words, text
 
 
@@ -165,7 +169,7 @@ def test_noisy_versions_of_a_question_parse_to_the_same_slots(text):
 
 
 @pytest.mark.parametrize(
-    "text, expected",
+    ("text", "expected"),
     [
         ("What is 10 minsu 3?", Parse("arithmetic", {"op": "sub", "a": 10, "b": 3})),
         ("Subtract 3 from 10.", Parse("arithmetic", {"op": "sub", "a": 10, "b": 3})),
@@ -219,7 +223,7 @@ def test_random_typos_on_non_slot_words_keep_the_parse_almost_always(corpus):
             if any(s <= m.start() and m.end() <= e for s, e in protected):
                 continue
             typo = _typo(m.group(), rng)
-            if typo.lower() in skills._LEXICON:
+            if typo.lower() in _LEXICON:
                 continue  # the typo made another real word: not a typo any more
             p = parse_user_turn(text[: m.start()] + typo + text[m.end() :], ctx)
             same += p == original
@@ -292,7 +296,7 @@ def test_exact_match_ignores_case_space_and_final_period_only():
 
 def test_vocabulary_is_unambiguous():
     # words to spell are never keywords, template words, or other entities
-    assert all(skills._LEXICON[w] == ("word", w) for w in skills.WORDS)
+    assert all(_LEXICON[w] == ("word", w) for w in skills.WORDS)
     assert len(set(skills.WORDS)) == len(skills.WORDS)
     for name in list(skills.CAPITALS) + skills.DAYS + skills.MONTHS:
-        assert skills._LEXICON[name.lower()][0] in ("country", "day", "month")
+        assert _LEXICON[name.lower()][0] in ("country", "day", "month")

@@ -1,0 +1,293 @@
+"""Seeded dialogue generation and pretraining text.
+
+Splits (``generate_dialogues(split, ...)``):
+    train / dev / test: the 10 in-distribution templates of each task and in-distribution entities.
+        A dialogue's split is a hash of its user turns, so a test dialogue (its exact sequence of
+        user turns) never occurs in train or dev; its templates and entities do.
+    ood: every dialogue has a held-out template (the last 2 templates of each task and of the
+        follow-up templates), a held-out entity (``OOD_ENTITIES``), or both; ``Dialogue.heldout``
+        says which.
+Entities are facts of the world: ``pretraining_text`` states facts about every entity by default
+(``include_ood=True``), so a question about a held-out country tests whether the model can use in
+dialogue a fact it only read in plain text. ``include_ood=False``: no held-out entity at all.
+
+Deterministic for a seed: ``random.Random`` seeded with a string, md5 (not ``hash``) for splits.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from modeling.skills.templates import FOLLOWUP_TEMPLATES, STATEMENTS, TEMPLATES, template_ids
+from modeling.skills.world import (
+    _ENTITIES,
+    CONVERSIONS,
+    FAMILIES,
+    SPLITS,
+    TASKS,
+    UNIT_FORMS,
+    Message,
+    Parse,
+    _hash_int,
+    answer_for,
+)
+
+
+@dataclass
+class Dialogue:
+    """One synthetic conversation whose last assistant turn is the single checkable answer.
+
+    messages: user/assistant turns, alternating, ending with the answer.
+    family: reporting family (a task, or "followup").
+    task: the task of the final question. slots: its slots (as parse_user_turn returns them).
+    templates: the template id of every user turn. split: train/dev/test/ood.
+    heldout: for ood, which held-out parts the final question uses ("template", "entity").
+    """
+
+    messages: list[Message]
+    family: str
+    task: str
+    slots: dict
+    templates: tuple[str, ...]
+    split: str
+    heldout: tuple[str, ...] = ()
+
+    @property
+    def answer(self) -> str:
+        """The canonical answer: the content of the last (assistant) message."""
+        return self.messages[-1]["content"]
+
+    @property
+    def prompt(self) -> list[Message]:
+        """The messages before the answer (what a model is given)."""
+        return self.messages[:-1]
+
+    @property
+    def parse(self) -> Parse:
+        """The final question as parse_user_turn reads it (equal to its parse in context)."""
+        return Parse(self.task, dict(self.slots), followup=self.family == "followup")
+
+    def to_json(self) -> dict:
+        """A JSONL record: {"messages": [...], "meta": {...}} (the chat fine-tuning format)."""
+        meta = {
+            "family": self.family,
+            "task": self.task,
+            "slots": self.slots,
+            "templates": list(self.templates),
+            "split": self.split,
+            "heldout": list(self.heldout),
+        }
+        return {"messages": [dict(m) for m in self.messages], "meta": meta}
+
+
+def _unit_word(unit: str, quantity: int | None) -> str:
+    singular, plural = UNIT_FORMS[unit][:2]
+    return singular if quantity == 1 else plural
+
+
+def _slots_of(task: str, entity) -> dict:
+    if task == "capital":
+        return {"country": entity}
+    if task in ("weekday", "month"):
+        return {"direction": entity[0], ("day" if task == "weekday" else "month"): entity[1]}
+    if task == "arithmetic":
+        return {"op": entity[0], "a": entity[1], "b": entity[2]}
+    if task == "unit":
+        return {"quantity": entity[1], "src": entity[0], "dst": CONVERSIONS[entity[0]][0]}
+    return {"word": entity}
+
+
+def _render(task: str, index: int, entity) -> str:
+    template = TEMPLATES[task][index]
+    if task == "capital":
+        return template.format(country=entity)
+    if task == "weekday":
+        return template[entity[0] == "prev"].format(day=entity[1])
+    if task == "month":
+        return template[entity[0] == "prev"].format(month=entity[1])
+    if task == "arithmetic":
+        op, a, b = entity
+        return template[("add", "sub", "mul").index(op)].format(a=a, b=b)
+    if task == "unit":
+        src, q = entity
+        dst = CONVERSIONS[src][0]
+        return template.format(q=q, src=_unit_word(src, q), dst=_unit_word(dst, None))
+    return template.format(word=entity)
+
+
+def _followup_phrase(task: str, entity) -> str:
+    if task in ("weekday", "month"):
+        return entity[1]
+    if task == "arithmetic":
+        return f"{entity[1]} and {entity[2]}"
+    if task == "unit":
+        return f"{entity[1]} {_unit_word(entity[0], entity[1])}"
+    return entity
+
+
+def _pick_template(rng: random.Random, name: str, ood: bool) -> int:
+    return int(rng.choice(template_ids(name, ood)).split("/")[1])
+
+
+def _split_of(user_turns: list[str]) -> str:
+    bucket = _hash_int("\x1f".join(user_turns)) % 100
+    return "train" if bucket < 80 else "dev" if bucket < 90 else "test"
+
+
+def _draw(rng: random.Random, family: str, split: str) -> Dialogue:
+    """One dialogue of a family; for ood, a held-out template and/or entity in the last turn."""
+    heldout: tuple[str, ...] = ()
+    if split == "ood":
+        heldout = rng.choice([("template",), ("entity",), ("template", "entity")])
+    new_tpl, new_ent = "template" in heldout, "entity" in heldout
+    messages: list[Message] = []
+    tids: list[str] = []
+    if family == "followup":
+        task = rng.choice(TASKS)
+        pool = _ENTITIES[task][0]
+        first = rng.choice(pool)
+        i = _pick_template(rng, task, ood=False)
+        messages += [{"role": "user", "content": _render(task, i, first)}]
+        messages += [
+            {"role": "assistant", "content": answer_for(Parse(task, _slots_of(task, first)))}
+        ]
+        tids.append(f"{task}/{i}")
+        # weekday/month/arithmetic/unit follow-ups keep the first question's direction/op/unit
+        second_pool = [
+            e
+            for e in _ENTITIES[task][1 if new_ent else 0]
+            if e != first and (task in ("capital", "spell", "reverse") or e[0] == first[0])
+        ]
+        if not second_pool:  # e.g. no held-out entity with this direction: hold out the template
+            second_pool = [e for e in pool if e != first and e[0] == first[0]]
+            new_tpl, heldout = True, ("template",)
+        entity = rng.choice(second_pool)
+        j = _pick_template(rng, "followup", ood=new_tpl)
+        text = FOLLOWUP_TEMPLATES[j].format(x=_followup_phrase(task, entity))
+        tids.append(f"followup/{j}")
+    else:
+        task = family
+        if (
+            rng.random() < 0.2
+        ):  # an unrelated earlier exchange, so the model learns to read the last turn
+            other = rng.choice(TASKS)
+            e0 = rng.choice(_ENTITIES[other][0])
+            i = _pick_template(rng, other, ood=False)
+            messages.append({"role": "user", "content": _render(other, i, e0)})
+            messages.append(
+                {"role": "assistant", "content": answer_for(Parse(other, _slots_of(other, e0)))}
+            )
+            tids.append(f"{other}/{i}")
+        entity = rng.choice(_ENTITIES[task][1 if new_ent else 0])
+        j = _pick_template(rng, task, ood=new_tpl)
+        text = _render(task, j, entity)
+        tids.append(f"{task}/{j}")
+    slots = _slots_of(task, entity)
+    messages.append({"role": "user", "content": text})
+    messages.append({"role": "assistant", "content": answer_for(Parse(task, slots))})
+    return Dialogue(messages, family, task, slots, tuple(tids), split, heldout)
+
+
+def generate_dialogues(
+    split: str, n: int, seed: int = 0, families: list[str] | tuple[str, ...] | None = None
+) -> list[Dialogue]:
+    """Seeded synthetic dialogues of one split, families in equal shares.
+
+    Args:
+        split: "train", "dev", "test" or "ood".
+        n: number of dialogues.
+        seed: same (split, n, seed, families) gives the same list.
+        families: subset of FAMILIES (default: all).
+    Returns:
+        n Dialogues, shuffled; duplicates only once the split has no unused dialogue left nearby.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    families = tuple(families or FAMILIES)
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown families {sorted(unknown)}; expected some of {FAMILIES}")
+    rng = random.Random(f"skills:{split}:{seed}:{','.join(families)}")  # noqa: S311 (seeded data, not security)
+    seen: set[str] = set()
+    out: list[Dialogue] = []
+    for k in range(n):
+        family = families[k % len(families)]
+        for attempt in range(200):
+            d = _draw(rng, family, split)
+            user_turns = [m["content"] for m in d.messages if m["role"] == "user"]
+            if split != "ood" and _split_of(user_turns) != split:
+                continue
+            key = "\x1f".join(user_turns)
+            if key not in seen or attempt >= 150:
+                break
+        else:
+            raise RuntimeError(f"could not draw a {family} dialogue for split {split}")
+        seen.add(key)
+        out.append(d)
+    rng.shuffle(out)
+    return out
+
+
+DEFAULT_SIZES = {"train": 4000, "dev": 400, "test": 800, "ood": 800}
+
+
+def dialogues(split: str, n: int | None = None, seed: int = 0) -> list[Dialogue]:
+    """generate_dialogues with a default size per split (DEFAULT_SIZES) when n is None or 0.
+
+    Args:
+        split: "train", "dev", "test" or "ood".
+        n: number of dialogues (None or 0: DEFAULT_SIZES[split]).
+        seed: generator seed.
+    Returns:
+        the dialogues.
+    """
+    return generate_dialogues(split, n or DEFAULT_SIZES[split], seed)
+
+
+def pretraining_text(n: int = 2000, seed: int = 0, include_ood: bool = True) -> list[str]:
+    """Plain-text documents stating facts of the world, for next-token pretraining.
+
+    Each document is 3-8 statements ("The capital of Spain is Madrid.", "After Monday comes
+    Tuesday.", "7 times 8 is 56.", "The word cat is spelled c-a-t.") in the STATEMENTS phrasings,
+    never in a question template.
+
+    Args:
+        n: number of documents.
+        seed: same arguments give the same documents.
+        include_ood: also state facts about held-out entities (the default: the ood split then
+            tests using in dialogue what was only read as text). False: no held-out entity at all.
+    Returns:
+        n strings.
+    """
+    rng = random.Random(f"pretrain:{seed}:{include_ood}")  # noqa: S311 (seeded data, not security)
+    pools = {
+        task: pools[0] + (pools[1] if include_ood else []) for task, pools in _ENTITIES.items()
+    }
+    docs = []
+    for _ in range(n):
+        facts = []
+        for _ in range(rng.randint(3, 8)):
+            task = rng.choice(TASKS)
+            entity = rng.choice(pools[task])
+            answer = answer_for(Parse(task, _slots_of(task, entity))).rstrip(".")
+            if task == "capital":
+                text = rng.choice(STATEMENTS["capital"]).format(country=entity, answer=answer)
+            elif task in ("weekday", "month"):
+                a, b = (entity[1], answer) if entity[0] == "next" else (answer, entity[1])
+                text = rng.choice(STATEMENTS[task]).format(a=a, b=b)
+            elif task == "arithmetic":
+                op, a, b = entity
+                text = rng.choice(STATEMENTS[op]).format(a=a, b=b, r=answer)
+            elif task == "unit":
+                src, q = entity
+                dst = CONVERSIONS[src][0]
+                text = rng.choice(STATEMENTS["unit"]).format(
+                    q=q, src=_unit_word(src, q), r=answer, dst=_unit_word(dst, int(answer))
+                )
+            else:
+                text = rng.choice(STATEMENTS[task]).format(word=entity, letters=answer)
+            # spelled words stay lowercase so the statement matches the letters
+            facts.append(text if task in ("spell", "reverse") else text[0].upper() + text[1:])
+        docs.append(" ".join(facts))
+    return docs
