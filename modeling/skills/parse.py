@@ -292,7 +292,7 @@ def _parse_standalone(toks: list[_Tok]) -> Parse | None:
         found.append(Parse("arithmetic", {"op": op, "a": a, "b": b}))
     if len(nums) == 1 and len(units) == 2 and not (countries or days or months or ops):
         pair = _unit_src_dst(toks)
-        if pair is not None and CONVERSIONS[pair[0]][0] == pair[1]:
+        if pair is not None and CONVERSIONS.get(pair[0], ("",))[0] == pair[1]:
             found.append(Parse("unit", {"quantity": nums[0], "src": pair[0], "dst": pair[1]}))
     return found[0] if len(found) == 1 else None
 

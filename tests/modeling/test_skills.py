@@ -300,3 +300,11 @@ def test_vocabulary_is_unambiguous():
     assert len(set(skills.WORDS)) == len(skills.WORDS)
     for name in list(skills.CAPITALS) + skills.DAYS + skills.MONTHS:
         assert _LEXICON[name.lower()][0] in ("country", "day", "month")
+
+
+def test_parser_refuses_a_unit_pair_in_the_wrong_order_without_crashing():
+    # a word swap can put the smaller unit first; the oracle must say "no parse", not raise
+    from modeling.skills import parse_user_turn
+
+    assert parse_user_turn("You could turn meters 9 into centimeters?") is None
+    assert parse_user_turn("How many meters is 9 centimeters?") is None
