@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from modeling.train import ProgressFn, TrainConfig, train
+from modeling.progress import ProgressFn
+from modeling.train import TrainConfig, train
 
 
 @dataclass
