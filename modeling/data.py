@@ -367,7 +367,7 @@ class Batches:
         perturb = perturb_seed is not None and self.perturb is not None
         if not perturb and idx in self._cache:
             return self._cache[idx]
-        rng = random.Random(perturb_seed) if perturb else None
+        rng = random.Random(perturb_seed) if perturb else None  # noqa: S311 - replayable noise
         width = self.seq_len + 1
         ids: list[int] = []
         mask: list[int] = []
