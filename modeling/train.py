@@ -163,13 +163,16 @@ class _Run:
 
     @property
     def out_dir(self) -> Path:
+        """The run directory."""
         return Path(self.config.out_dir)
 
     @property
     def state_path(self) -> Path:
+        """Where the training state for resume is written."""
         return state_path(self.out_dir)
 
     def autocast(self):
+        """bf16 autocast when the run trains in bf16, else a no-op context."""
         if self.use_bf16:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -278,17 +281,17 @@ def _examples(specs: Sequence[str], config: TrainConfig, chat_format):
 
 
 def _batches(config: TrainConfig, examples, chat_format, pad_id: int, world: int, perturb):
+    sizes = {
+        name: getattr(config, name) for name in ("seq_len", "batch_size", "grad_accum", "seed")
+    }
     return Batches(
         examples,
         chat_format,
-        seq_len=config.seq_len,
-        batch_size=config.batch_size,
-        grad_accum=config.grad_accum,
         world=world,
-        seed=config.seed,
         pad_id=pad_id,
         perturb=perturb,
         fixed_width=config.compile,  # one static shape, so torch.compile does not recompile
+        **sizes,
     )
 
 

@@ -120,14 +120,8 @@ def test_sft_loss_ignores_user_tokens(tmp_path, tokenizer_file):
     # Changing the content of an assistant reply does change the loss (the check can fail).
     changed = conversation([(DIALOGUES[0][0][0], "Lisbon."), DIALOGUES[0][1]])
     data = write_jsonl(tmp_path / "changed.jsonl", [changed])
-    cfg = tiny_config(
-        tmp_path,
-        tokenizer_file,
-        [data],
-        out_dir=str(tmp_path / "runc"),
-        batch_size=1,
-        max_steps=1,
-    )
+    one_step = dict(out_dir=str(tmp_path / "runc"), batch_size=1, max_steps=1)
+    cfg = tiny_config(tmp_path, tokenizer_file, [data], **one_step)
     assert abs(losses_of(train(cfg))[0] - first_losses[0]) > 1e-3
 
 
@@ -213,15 +207,8 @@ def test_two_process_gloo_ddp_matches_single_process_loss(tmp_path, tokenizer_fi
         tmp_path, tokenizer_file, [chats_file], batch_size=2, grad_accum=2, max_steps=3
     )
     expected = losses_of(train(single))
-    ddp = tiny_config(
-        tmp_path,
-        tokenizer_file,
-        [chats_file],
-        out_dir=str(tmp_path / "ddp"),
-        batch_size=2,
-        grad_accum=1,
-        max_steps=3,
-    )
+    per_rank = dict(out_dir=str(tmp_path / "ddp"), batch_size=2, grad_accum=1, max_steps=3)
+    ddp = tiny_config(tmp_path, tokenizer_file, [chats_file], **per_rank)
     result = tmp_path / "ddp_losses.json"
     mp.spawn(_ddp_worker, args=(2, _free_port(), ddp.to_dict(), str(result)), nprocs=2)
     got = json.loads(result.read_text())
