@@ -131,7 +131,7 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default=None)
@@ -142,8 +142,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     for k in PRESETS["cpu"]:
         ap.add_argument("--" + k.replace("_", "-"), type=int, default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def _setup(args: argparse.Namespace) -> tuple[torch.device, str, dict]:
+    """The device (threads, TF32), the dtype name and the model preset with the flags applied."""
     device = torch.device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     if device.type == "cpu":
@@ -155,21 +158,11 @@ def main() -> None:
     for k in p:
         if getattr(args, k) is not None:
             p[k] = getattr(args, k)
+    return device, dtype, p
 
-    mm_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    mm_n = 8192 if device.type == "cuda" else 1024
-    peak = measure_matmul(device, mm_dtype, mm_n)
 
-    ours, hf = build_models(p, device)
-    B, T = p["batch_size"], p["seq_len"]
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        torch.randint(0, p["vocab_size"], (B, T + 1), generator=g).to(device) for _ in range(4)
-    ]
-    steps = {
-        "ours": make_step(ours, "ours", device, dtype, args.compile),
-        "transformers": make_step(hf, "hf", device, dtype, args.compile),
-    }
+def time_steps(steps: dict, batches: list, args: argparse.Namespace, device) -> dict:
+    """Warm each step up, then time the steps in alternation; returns seconds per step by name."""
     times: dict[str, list[float]] = {k: [] for k in steps}
     for step in steps.values():
         for i in range(args.warmup):
@@ -187,6 +180,27 @@ def main() -> None:
                 step(x, y)
                 _sync(device)
                 times[name].append(time.perf_counter() - t)
+    return times
+
+
+def main() -> None:
+    args = _parse_args()
+    device, dtype, p = _setup(args)
+    mm_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    mm_n = 8192 if device.type == "cuda" else 1024
+    peak = measure_matmul(device, mm_dtype, mm_n)
+
+    ours, hf = build_models(p, device)
+    B, T = p["batch_size"], p["seq_len"]
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        torch.randint(0, p["vocab_size"], (B, T + 1), generator=g).to(device) for _ in range(4)
+    ]
+    steps = {
+        "ours": make_step(ours, "ours", device, dtype, args.compile),
+        "transformers": make_step(hf, "hf", device, dtype, args.compile),
+    }
+    times = time_steps(steps, batches, args, device)
 
     flops_per_token = ours.flops_per_token(T)
     rows = {}
@@ -198,8 +212,6 @@ def main() -> None:
             "tokens_per_s": tok_s,
             "mfu": tok_s * flops_per_token / (peak * 1e9),
         }
-    ratio = rows["ours"]["tokens_per_s"] / rows["transformers"]["tokens_per_s"]
-
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(
         f"device={device} ({dev_name}) dtype={dtype} threads={torch.get_num_threads()} "
@@ -211,11 +223,7 @@ def main() -> None:
         f"train FLOPs/token={flops_per_token / 1e6:.2f}M"
     )
     print(f"measured {mm_n}x{mm_n} matmul: {peak:.1f} GFLOP/s ({dtype})")
-    print(f"{'model':<14}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}")
-    for name, r in rows.items():
-        print(f"{name:<14}{r['step_ms']:>10.1f}{r['tokens_per_s']:>12.0f}{100 * r['mfu']:>7.1f}%")
-    print(f"ratio ours/transformers: {ratio:.3f}")
-    result = {
+    setup = {
         "bench": "train_step",
         "device": str(device),
         "device_name": dev_name,
@@ -225,6 +233,19 @@ def main() -> None:
         "config": p,
         "params": ours.num_params(),
         "matmul_gflops": peak,
+    }
+    _report(rows, setup)
+
+
+def _report(rows: dict, result: dict) -> None:
+    """Print the table rows, the ratio and the final JSON line."""
+    ratio = rows["ours"]["tokens_per_s"] / rows["transformers"]["tokens_per_s"]
+    print(f"{'model':<14}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}")
+    for name, r in rows.items():
+        print(f"{name:<14}{r['step_ms']:>10.1f}{r['tokens_per_s']:>12.0f}{100 * r['mfu']:>7.1f}%")
+    print(f"ratio ours/transformers: {ratio:.3f}")
+    result = {
+        **result,
         "ours": rows["ours"],
         "transformers": rows["transformers"],
         "ratio": ratio,

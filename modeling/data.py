@@ -1,240 +1,153 @@
-"""Training data: plain text and JSONL conversations in, fixed-length token rows and batches out.
+"""The training data pipeline: sources in, rows, then seeded micro-batches out.
 
-JSONL conversations use the common chat fine-tuning format, one object per line:
+Sources (SourceOptions): skills splits, skills-text, .jsonl conversations and .txt documents
+(read by modeling.datafiles, which reports every bad line as ``path:line: reason``).
 
-    {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
-
-with an optional leading system turn, then user/assistant alternating, at least one assistant turn.
-Other keys (metadata) are kept. A bad line is never dropped silently: it is reported as
-``path:line: reason``, logged, and either skipped or raised (``on_error``). Blank lines are not
-records and are ignored.
-
-Rows:
-    pack_pretraining: documents joined as <|bos|> doc <|end|> <|bos|> doc <|end|> ..., cut into
-        rows of seq_len + 1 tokens (inputs row[:-1], targets row[1:]) that overlap by one token, so
-        every token after the first is a target exactly once. The last row wraps around to the
-        start of the stream instead of being padded or dropped. Attention crosses document
-        boundaries inside a row (the separators mark where a document starts), as in nanoGPT.
-    sft_examples: one conversation per row by default, rendered by a ChatFormat (loss only on
-        assistant content and its end token), right-padded; targets are -100 outside the mask.
+Rows (load_examples):
+    SFT: one conversation per row by default, rendered by a ChatFormat when batched (loss only
+        on assistant content and its end token; targets are IGNORE_INDEX outside the mask).
         ``pack=True`` puts several whole conversations in one row: faster, but attention then
-        crosses conversations (each still starts with <|bos|>). Padding is the default for SFT.
+        crosses conversations (each still starts with <|bos|>). A conversation whose last
+        exchange does not fit is dropped and counted.
+    Plain text (and conversations in a pretraining run): pack_pretraining joins documents as
+        <|bos|> doc <|end|> <|bos|> doc <|end|> ..., cut into rows of seq_len + 1 tokens (inputs
+        row[:-1], targets row[1:]) that overlap by one token, so every token after the first is
+        a target exactly once. The last row wraps around to the start of the stream instead of
+        being padded or dropped. Attention crosses document boundaries inside a row, as in nanoGPT.
 
-Batches: ``batches(data, batch_size, seed, start_step)`` walks an endless stream made of a fresh
-seeded permutation of the rows per epoch; step s is stream positions [s*B, (s+1)*B). The order is a
-pure function of (seed, step), so training resumes exactly after a kill by passing the step it had
-reached; under DDP each rank takes its contiguous slice of the same global batch.
+Batches: the rows of step s are stream positions [s*G, (s+1)*G) of an endless stream made of a
+fresh seeded permutation of the rows per epoch (batch_indices), and the online perturbation of a
+row is seeded by its stream position. Both are pure functions of (seed, step), so training resumes
+exactly after a kill, and under DDP each rank takes its contiguous slices of the same global batch.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import torch
 
-logger = logging.getLogger(__name__)
+from modeling.datafiles import read_jsonl_conversations, read_text
 
-ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100  # target value that F.cross_entropy ignores
 
 
-class DataError(ValueError):
-    """A data file (or record) is unusable; the message names the file and line."""
-
-    def __init__(self, message: str, issues: Sequence[DataIssue] = ()):
-        super().__init__(message)
-        self.issues = list(issues)
+# ----------------------------------------------------------------------------------------------
+# Sources
 
 
 @dataclass(frozen=True)
-class DataIssue:
-    """One rejected record: where it is and why."""
+class SourceOptions:
+    """How source specs are read (the data fields of modeling.train.TrainConfig).
 
-    path: str
-    line: int  # 1-based line number (record index for in-memory data)
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading
-
-
-def conversation_problem(record: Any) -> str | None:
-    """Why a decoded JSON value is not a usable training conversation, or None when it is.
-
-    Args:
-        record: the decoded JSON value of one line.
-    Returns:
-        a short reason ("missing 'messages'", "message 2: empty content", ...) or None.
+    A spec is ``"skills:<split>"`` (dialogues of modeling.skills: train, dev, test, ood),
+    ``"skills-text"`` (plain statements of the skills world), a ``.jsonl`` path of conversations
+    or a ``.txt`` path of plain text (one document per paragraph).
     """
-    if not isinstance(record, dict):
-        return f"expected a JSON object, got {type(record).__name__}"
-    if "messages" not in record:
-        return "missing 'messages'"
-    messages = record["messages"]
-    if not isinstance(messages, list) or not messages:
-        return "'messages' must be a non-empty list"
-    first = 1 if isinstance(messages[0], dict) and messages[0].get("role") == "system" else 0
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            return f"message {i}: expected an object, got {type(m).__name__}"
-        role = m.get("role")
-        if role not in ROLES:
-            return f"message {i}: bad role {role!r} (expected one of {', '.join(ROLES)})"
-        if "content" not in m:
-            return f"message {i}: missing 'content'"
-        if not isinstance(m["content"], str):
-            return f"message {i}: content must be a string, got {type(m['content']).__name__}"
-        if not m["content"].strip():
-            return f"message {i}: empty content"
-        if i >= first:
-            expected = "user" if (i - first) % 2 == 0 else "assistant"
-            if role != expected:
-                where = " (system is only allowed first)" if role == "system" else ""
-                return (
-                    f"message {i}: bad order: expected {expected!r}, got {role!r}{where}; turns "
-                    "alternate user/assistant starting with user"
-                )
-    if not any(m["role"] == "assistant" for m in messages):
-        return "no assistant turn to learn from"
-    return None
+
+    skills_n: int = 0  # dialogues per skills split (0 -> the generator's default)
+    skills_seed: int = 0
+    skills_text_n: int = 0  # documents of skills-text (0 -> 2000)
+    on_bad_line: str = "fail"  # "fail" | "skip" a malformed JSONL line
 
 
-def read_jsonl_conversations(
-    path: str | os.PathLike, on_error: str = "skip"
-) -> tuple[list[dict], list[DataIssue]]:
-    """Read and validate a JSONL file of conversations.
+def check_source(spec: str) -> None:
+    """Fail early, naming the spec, on a missing file or an unknown file type.
 
     Args:
-        path: the .jsonl file.
-        on_error: "skip" (log each bad line as a warning, keep going) or "raise" (DataError at the
-            first bad line).
-    Returns:
-        (conversations, issues): each conversation is the line's object with "messages" reduced to
-        {"role", "content"} dicts and any other keys kept; issues lists every skipped line.
+        spec: the source spec.
     Raises:
-        DataError: on_error="raise" and a line is bad (message "path:line: reason").
-        FileNotFoundError: no such file.
+        FileNotFoundError: a file spec names no file.
+        ValueError: the file is neither .jsonl nor .txt.
     """
-    if on_error not in ("skip", "raise"):
-        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-    path = Path(path)
-    conversations: list[dict] = []
-    issues: list[DataIssue] = []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue  # a blank line is not a record
-            reason, record = _decode_line(raw)
-            if reason is None:
-                reason = conversation_problem(record)
-            if reason is None:
-                messages = [
-                    {"role": m["role"], "content": m["content"]} for m in record["messages"]
-                ]
-                conversations.append({**record, "messages": messages})
-                continue
-            issue = DataIssue(str(path), lineno, reason)
-            if on_error == "raise":
-                raise DataError(str(issue), [issue])
-            logger.warning("skipping bad line %s", issue)
-            issues.append(issue)
-    return conversations, issues
+    if spec.startswith("skills:") or spec == "skills-text":
+        return
+    if not Path(spec).is_file():
+        raise FileNotFoundError(f"data source not found: {spec}")
+    if not spec.endswith((".jsonl", ".txt")):
+        raise ValueError(f"data source {spec}: expected a .jsonl or .txt file")
 
 
-def _decode_line(raw: bytes) -> tuple[str | None, Any]:
-    """(reason, value): reason is None when the line is valid JSON."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return f"not valid UTF-8 (byte {e.start})", None
-    try:
-        return None, json.loads(text)
-    except json.JSONDecodeError as e:
-        return f"invalid JSON: {e.msg} (column {e.colno})", None
-
-
-def read_jsonl(path: str | os.PathLike, on_error: str = "skip") -> list[dict]:
-    """read_jsonl_conversations without the issue list (issues are still logged or raised).
+def is_conversation_source(spec: str) -> bool:
+    """True for a source of conversations (a skills split or JSONL), False for plain text.
 
     Args:
-        path: the .jsonl file.
-        on_error: "skip" or "raise".
+        spec: the source spec.
     Returns:
-        the valid conversations.
+        whether the source holds conversations.
     """
-    return read_jsonl_conversations(path, on_error)[0]
+    return spec.startswith("skills:") or spec.endswith(".jsonl")
 
 
-def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping]) -> Path:
-    """Write records as JSONL through a temporary file and a rename (never a half-written file).
+def read_conversations(spec: str, options: SourceOptions) -> list[list[dict]]:
+    """The message lists of a conversation source (skills split or JSONL file).
 
     Args:
-        path: destination file (parent directories are created).
-        records: JSON-serialisable mappings, e.g. Dialogue.to_json() results.
+        spec: ``"skills:<split>"`` or a .jsonl path.
+        options: skills size and seed; on_bad_line ("fail" raises DataError at a bad line).
     Returns:
-        the path written.
+        one list of {"role", "content"} messages per conversation.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    if spec.startswith("skills:"):
+        return [d["messages"] for d in skills_dialogues(spec.split(":", 1)[1], options)]
+    on_error = "skip" if options.on_bad_line == "skip" else "raise"
+    conversations, _ = read_jsonl_conversations(spec, on_error=on_error)
+    return [c["messages"] for c in conversations]
 
 
-def read_text(path: str | os.PathLike, split: str = "paragraph") -> list[str]:
-    """Documents from a plain UTF-8 text file.
+def read_documents(spec: str, options: SourceOptions) -> list[str]:
+    """The documents of a plain-text source (skills-text or a .txt file, one paragraph each).
 
     Args:
-        path: the text file.
-        split: "file" (one document), "paragraph" (blank-line separated) or "line".
+        spec: ``"skills-text"`` or a .txt path.
+        options: skills_text_n and skills_seed for skills-text.
     Returns:
-        the non-empty documents, stripped.
-    Raises:
-        DataError: the file is not valid UTF-8 (names the file and line).
+        the documents.
     """
-    path = Path(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start})") from None
-    if split == "file":
-        parts = [text]
-    elif split == "paragraph":
-        parts, current = [], []
-        for line in text.splitlines():
-            if line.strip():
-                current.append(line)
-            elif current:
-                parts.append("\n".join(current))
-                current = []
-        if current:
-            parts.append("\n".join(current))
-    elif split == "line":
-        parts = text.splitlines()
-    else:
-        raise ValueError(f"split must be 'file', 'paragraph' or 'line', got {split!r}")
-    return [p.strip() for p in parts if p.strip()]
+    if spec == "skills-text":
+        from modeling import skills
+
+        n = options.skills_text_n or 2000
+        return list(skills.pretraining_text(n=n, seed=options.skills_seed))
+    return read_text(spec, split="paragraph")
+
+
+def skills_dialogues(split: str, options: SourceOptions) -> list[dict]:
+    """Dialogues of a skills split as {"messages", "family"} dicts (what evaluate() takes).
+
+    Args:
+        split: train, dev, test or ood.
+        options: skills_n and skills_seed.
+    Returns:
+        the dialogues.
+    """
+    from modeling import skills
+
+    ds = skills.dialogues(split, n=options.skills_n or None, seed=options.skills_seed)
+    return [{"messages": list(d.messages), "family": d.family} for d in ds]
+
+
+def tokenizer_texts(specs: Sequence[str], options: SourceOptions) -> list[str]:
+    """Every text of the sources (one per message content or document), to train a tokenizer on.
+
+    Args:
+        specs: the source specs.
+        options: how to read them.
+    Returns:
+        the texts.
+    """
+    texts: list[str] = []
+    for spec in specs:
+        check_source(spec)
+        if is_conversation_source(spec):
+            texts += [m["content"] for c in read_conversations(spec, options) for m in c]
+        else:
+            texts += read_documents(spec, options)
+    return texts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,79 +185,86 @@ def pack_pretraining(tokenizer, texts: Iterable[str], seq_len: int) -> torch.Ten
     return total[index % len(stream)]  # (N, seq_len + 1)
 
 
-def _messages_of(conversation: Any) -> list[dict]:
-    if isinstance(conversation, Mapping):
-        return list(conversation["messages"])
-    if hasattr(conversation, "messages"):  # a skills Dialogue
-        return list(conversation.messages)
-    return list(conversation)
+@dataclass
+class Example:
+    """One training row: whole conversations (rendered, and perturbed, when batched; loss on
+    assistant tokens) or seq_len + 1 tokens of packed plain text (loss everywhere)."""
+
+    conversations: list[list[dict]] | None = None
+    tokens: list[int] | None = None
 
 
-def sft_examples(
+def load_examples(
+    specs: Sequence[str],
     chat_format,
-    conversations: Iterable[Any],
-    seq_len: int,
+    options: SourceOptions,
     *,
+    kind: str,
+    seq_len: int,
     pack: bool = False,
-    pad_id: int | None = None,
-    on_error: str = "skip",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render conversations into padded SFT rows with the loss on assistant tokens only.
+) -> tuple[list[Example], int]:
+    """Training rows from data sources, and the number of conversations dropped as unrenderable.
 
     Args:
-        chat_format: a modeling.chat.ChatFormat; render(messages, max_tokens) gives (ids, mask) and
-            truncates old turns to fit seq_len + 1 tokens.
-        conversations: dicts with "messages", skills Dialogues, or plain lists of messages.
-        seq_len: row length.
-        pack: put several whole conversations in one row (attention then crosses them).
-        pad_id: input id for padding (default: the tokenizer's pad id, else 0); never a target.
-        on_error: "skip" (log a conversation that cannot be rendered, e.g. its last exchange is
-            longer than seq_len) or "raise" (DataError naming the conversation's index).
+        specs: the source specs (see SourceOptions).
+        chat_format: a modeling.chat.ChatFormat (its tokenizer packs the plain text).
+        options: how to read the sources.
+        kind: "sft" (conversations become SFT rows) or "pretrain" (conversations become plain
+            text, one document each).
+        seq_len: row length; an SFT row holds at most seq_len + 1 rendered tokens.
+        pack: several whole conversations per SFT row (attention then crosses them).
     Returns:
-        (inputs, targets): LongTensor (N, seq_len) each; targets[i, t] is the token after
-        inputs[i, t] where that token is in the loss mask, else -100.
+        (examples, dropped): the SFT rows in source order, then the packed plain-text rows;
+        dropped counts conversations whose last exchange does not fit in a row.
     """
-    if pad_id is None:
-        tokenizer = getattr(chat_format, "tokenizer", None)
-        pad_id = getattr(tokenizer, "pad_id", None)
-        pad_id = 0 if pad_id is None else pad_id
-    rendered: list[tuple[list[int], list[int]]] = []
-    for index, conversation in enumerate(conversations):
-        try:
-            ids, mask = chat_format.render(_messages_of(conversation), max_tokens=seq_len + 1)
-        except (ValueError, KeyError, TypeError) as e:
-            issue = DataIssue("<conversations>", index, f"cannot render: {e}")
-            if on_error == "raise":
-                raise DataError(str(issue), [issue]) from e
-            logger.warning("skipping conversation %s", issue)
+    examples: list[Example] = []
+    texts: list[str] = []
+    dropped = 0
+    for spec in specs:
+        check_source(spec)
+        if not is_conversation_source(spec):
+            texts += read_documents(spec, options)
             continue
-        rendered.append((list(ids), list(mask)))
-    if pack:
-        rendered = _pack_rendered(rendered, seq_len + 1)
-    inputs = torch.full((len(rendered), seq_len), pad_id, dtype=torch.long)
-    targets = torch.full((len(rendered), seq_len), IGNORE_INDEX, dtype=torch.long)
-    for row, (ids, mask) in enumerate(rendered):
-        ids_t = torch.tensor(ids, dtype=torch.long)
-        keep = torch.tensor(mask[1:], dtype=torch.bool)
-        n = len(ids) - 1
-        inputs[row, :n] = ids_t[:-1]
-        targets[row, :n] = torch.where(keep, ids_t[1:], IGNORE_INDEX)
-    return inputs, targets
+        conversations = read_conversations(spec, options)
+        if kind == "pretrain":
+            texts += ["\n".join(m["content"] for m in c) for c in conversations]
+            continue
+        rows, n_dropped = _sft_rows(conversations, chat_format, seq_len + 1, pack)
+        examples += rows
+        dropped += n_dropped
+    if texts:
+        rows = pack_pretraining(chat_format.tokenizer, texts, seq_len)
+        examples += [Example(tokens=r) for r in rows.tolist()]
+    return examples, dropped
 
 
-def _pack_rendered(rendered: list[tuple[list[int], list[int]]], width: int) -> list:
-    """Greedily concatenate whole rendered conversations while they fit in width tokens."""
-    rows: list[tuple[list[int], list[int]]] = []
-    ids: list[int] = []
-    mask: list[int] = []
-    for r_ids, r_mask in rendered:
-        if ids and len(ids) + len(r_ids) > width:
-            rows.append((ids, mask))
-            ids, mask = [], []
-        ids, mask = ids + r_ids, mask + r_mask
-    if ids:
-        rows.append((ids, mask))
-    return rows
+def _sft_rows(
+    conversations: list[list[dict]], chat_format, width: int, pack: bool
+) -> tuple[list[Example], int]:
+    """One row per conversation, or (pack) greedy groups of whole conversations that fit width."""
+    from modeling.chat import ContextTooLongError
+
+    examples: list[Example] = []
+    dropped = 0
+    group: list[list[dict]] = []
+    used = 0
+    for messages in conversations:
+        try:
+            n = len(chat_format.render(messages, max_tokens=width)[0])
+        except (ContextTooLongError, ValueError):
+            dropped += 1
+            continue
+        if not pack:
+            examples.append(Example(conversations=[messages]))
+            continue
+        if group and used + n > width:
+            examples.append(Example(conversations=group))
+            group, used = [], 0
+        group.append(messages)
+        used += n
+    if group:
+        examples.append(Example(conversations=group))
+    return examples, dropped
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,38 +301,132 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def batches(
-    data: torch.Tensor | Sequence[torch.Tensor],
-    batch_size: int,
-    seed: int,
-    start_step: int = 0,
-    *,
-    num_steps: int | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-) -> Iterator[tuple[int, Any]]:
-    """Seeded, resumable batches: yields (step, batch) from start_step on.
+Row = tuple[list[int], list[int]]  # (inputs, targets), targets IGNORE_INDEX where no loss
+Perturb = Callable[[list[dict], random.Random], list[dict]]  # (messages, rng) -> messages
+
+
+class Batches:
+    """The deterministic, resumable example order and the rendering of rows into tensors.
+
+    The global batch of step s is rows batch_indices(n, G, seed, s) with
+    G = batch_size * grad_accum * world. Micro-batch m of rank r takes the contiguous slice
+    number m*world + r of that global batch, so a single process with grad_accum*world
+    micro-batches visits exactly the same micro-batches as a DDP run.
 
     Args:
-        data: a tensor (N, ...) or a tuple of tensors with the same N (e.g. (inputs, targets)).
-        batch_size: global batch size; each rank gets batch_size // world_size contiguous rows.
-        seed: order seed (the same seed and step always give the same rows).
-        start_step: first step to yield (resume after a kill by passing the step reached).
-        num_steps: stop after this many batches (None: endless).
-        rank, world_size: DDP position; batch_size must be divisible by world_size.
-    Yields:
-        (step, batch) where batch has the type of data (a tensor or a tuple of tensors).
+        examples: the rows (load_examples).
+        chat_format: renders conversation rows.
+        seq_len: row length; with fixed_width every batch is this wide.
+        batch_size: rows per micro-batch.
+        grad_accum: micro-batches per step per rank.
+        world: DDP ranks.
+        seed: order and perturbation seed.
+        pad_id: input id of padding (never a target).
+        perturb: (messages, rng) -> messages applied to training rows (None: off).
+        fixed_width: pad every batch to seq_len (one static shape for torch.compile).
     """
-    tensors = (data,) if isinstance(data, torch.Tensor) else tuple(data)
-    n = tensors[0].shape[0]
-    if any(t.shape[0] != n for t in tensors):
-        raise ValueError("batches: all tensors need the same first dimension")
-    if batch_size % world_size:
-        raise ValueError(f"batch_size {batch_size} is not divisible by world_size {world_size}")
-    per_rank = batch_size // world_size
-    step = start_step
-    while num_steps is None or step < start_step + num_steps:
-        idx = batch_indices(n, batch_size, seed, step)[rank * per_rank : (rank + 1) * per_rank]
-        picked = tuple(t[idx] for t in tensors)
-        yield step, picked[0] if isinstance(data, torch.Tensor) else picked
-        step += 1
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        chat_format,
+        *,
+        seq_len: int,
+        batch_size: int,
+        grad_accum: int = 1,
+        world: int = 1,
+        seed: int = 0,
+        pad_id: int = 0,
+        perturb: Perturb | None = None,
+        fixed_width: bool = False,
+    ):
+        self.examples = examples
+        self.chat_format = chat_format
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.world = world
+        self.seed = seed
+        self.pad_id = pad_id
+        self.perturb = perturb
+        self.fixed_width = fixed_width
+        self.global_batch = batch_size * grad_accum * world
+        self._cache: dict[int, Row] = {}
+
+    def row(self, idx: int, perturb_seed: int | None = None) -> Row:
+        """Inputs and targets (IGNORE_INDEX = no loss) of example idx.
+
+        Args:
+            idx: example index.
+            perturb_seed: seeds the user-turn perturbation (None: no perturbation).
+        Returns:
+            (inputs, targets), equally long lists of token ids.
+        """
+        ex = self.examples[idx]
+        if ex.tokens is not None:
+            return ex.tokens[:-1], ex.tokens[1:]
+        perturb = perturb_seed is not None and self.perturb is not None
+        if not perturb and idx in self._cache:
+            return self._cache[idx]
+        rng = random.Random(perturb_seed) if perturb else None  # noqa: S311 - replayable noise
+        width = self.seq_len + 1
+        ids: list[int] = []
+        mask: list[int] = []
+        for original in ex.conversations:
+            messages = self.perturb(original, rng) if rng is not None else original
+            try:
+                c_ids, c_mask = self.chat_format.render(messages, max_tokens=width)
+            except ValueError:  # a perturbation made the last exchange too long to fit
+                c_ids, c_mask = self.chat_format.render(original, max_tokens=width)
+            if ids and len(ids) + len(c_ids) > width:
+                break  # a perturbation lengthened the group: leave the rest of it out this time
+            ids += c_ids
+            mask += c_mask
+        x = ids[:-1]
+        y = [t if m else IGNORE_INDEX for t, m in zip(ids[1:], mask[1:])]
+        if not perturb:
+            self._cache[idx] = (x, y)
+        return x, y
+
+    def micro_batch(self, step: int, micro: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One micro-batch of a step, perturbed when a perturbation is set.
+
+        Args:
+            step: 0-based optimizer step.
+            micro: micro-batch number within the step (0 .. grad_accum - 1).
+            rank: DDP rank.
+        Returns:
+            (x, y) int64 tensors (batch_size, T), right-padded to the longest row (to seq_len
+            with fixed_width).
+        """
+        B = self.batch_size
+        order = batch_indices(len(self.examples), self.global_batch, self.seed, step)
+        first = (micro * self.world + rank) * B
+        rows = []
+        for j in range(first, first + B):
+            # the perturbation seed names the stream position, so every epoch perturbs afresh
+            position = step * self.global_batch + j
+            rows.append(self.row(int(order[j]), self.seed * 1_000_003 + position))
+        return self._padded(rows, self.seq_len if self.fixed_width else None)
+
+    def leading(self, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first n rows in index order, unperturbed, in batches (the dev loss's rows).
+
+        Args:
+            n: how many rows (at most all of them).
+        Yields:
+            (x, y) int64 tensors of up to batch_size rows, right-padded to their longest row.
+        """
+        n = min(n, len(self.examples))
+        for start in range(0, n, self.batch_size):
+            yield self._padded([self.row(i) for i in range(start, min(n, start + self.batch_size))])
+
+    def _padded(
+        self, rows: list[Row], width: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        T = width or max(len(x) for x, _ in rows)
+        x = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
+        y = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
+        for b, (xs, ys) in enumerate(rows):
+            x[b, : len(xs)] = torch.tensor(xs, dtype=torch.long)
+            y[b, : len(ys)] = torch.tensor(ys, dtype=torch.long)
+        return x, y

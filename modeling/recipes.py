@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from modeling.train import ProgressFn, TrainConfig, train
+from modeling.progress import ProgressFn
+from modeling.train import TrainConfig, train
 
 
 @dataclass
@@ -119,115 +120,151 @@ def build_default_model(
         The final model directory (``out_dir/sft/model``); its meta.json holds the recipe, the
         loss curves and exact-match accuracy on the skills test and OOD splits.
     """
-    from modeling import skills
-    from modeling.tokenizer import Tokenizer
-
     r = recipe or DefaultRecipe()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    total = r.pretrain_steps + r.sft_steps
-    first_step: dict[str, int] = {}
+    report = _BuildProgress(progress, r.pretrain_steps + r.sft_steps, t_start)
     previous_threads = torch.get_num_threads()
-
-    def report(stage: str, offset: int) -> ProgressFn:
-        def forward(info: dict) -> None:
-            if progress is None:
-                return
-            step = offset + info["step"]
-            out_info = {**info, "step": step, "total": total, "stage": stage}
-            if info["phase"] == "train":
-                # ETA of the whole build (the stages cost about the same per step), from the
-                # steps this session has done (a resumed build starts part way)
-                first = first_step.setdefault("step", step - 1)
-                if step > first:
-                    elapsed = time.perf_counter() - t_start
-                    out_info["eta_s"] = elapsed / (step - first) * (total - step)
-            progress(out_info)
-
-        return forward
-
     try:
-        # 1. tokenizer
-        tok_file = out / "tokenizer.json"
-        if not tok_file.is_file():
-            report("tokenizer", 0)({"step": 0, "loss": None, "lr": 0.0, "phase": "train",
-                                    "tokens_per_s": 0.0, "eta_s": 0.0})  # fmt: skip
-            texts = list(skills.pretraining_text(n=r.text_docs, seed=seed))
-            dialogues = skills.dialogues("train", n=r.train_dialogues or None, seed=seed)
-            texts += [m["content"] for d in dialogues for m in d.messages]
-            Tokenizer.train(texts, vocab_size=r.vocab_size).save(tok_file)
-
-        common = dict(
-            seq_len=r.seq_len,
-            batch_size=r.batch_size,
-            skills_n=r.train_dialogues,
-            skills_seed=seed,
-            skills_text_n=r.text_docs,
-            seed=seed,
-            weight_decay=r.weight_decay,
-            warmup_steps=r.warmup_steps,
-            min_lr=r.min_lr,
-            lineage={"recipe": "default"},
-        )
-
-        # 2. optional pretraining on the plain-text statements
+        tok_file = _train_tokenizer(out, r, seed, report)
         base = None
         if r.pretrain_steps:
-            stage = out / "pretrain"
-            base = _stage_done(stage)
-            if base is None:
-                torch.set_num_threads(r.num_threads or choose_num_threads())
-                cfg = TrainConfig(
-                    kind="pretrain",
-                    out_dir=str(stage),
-                    tokenizer=str(tok_file),
-                    model=dict(r.model, block_size=r.seq_len),
-                    data=["skills-text"],
-                    max_steps=r.pretrain_steps,
-                    lr=r.pretrain_lr,
-                    checkpoint_interval=200,
-                    **common,
-                )
-                base = train(cfg, report("pretrain", 0), should_cancel)
-
-        # 3. fine-tuning on dialogues mixed with the statements
-        stage = out / "sft"
-        final = _stage_done(stage)
-        if final is None:
-            torch.set_num_threads(r.num_threads or choose_num_threads())
-            source = {"base_model": str(base)} if base else {}
-            if not base:
-                source = {"tokenizer": str(tok_file), "model": dict(r.model, block_size=r.seq_len)}
-            cfg = TrainConfig(
-                kind="sft",
-                out_dir=str(stage),
-                data=["skills:train", "skills-text"],
-                pack_sft=r.pack_sft,
-                max_steps=r.sft_steps,
-                lr=r.lr,
-                checkpoint_interval=200,
-                **source,
-                **common,
-            )
-            final = train(cfg, report("sft", r.pretrain_steps), should_cancel)
-        train_seconds = time.perf_counter() - t_start
-
-        # 4. exact match on held-out splits, recorded in meta.json
-        meta_file = final / "meta.json"
-        meta = json.loads(meta_file.read_text())
-        if r.eval_n and "skills_eval" not in meta:
-            report("evaluate", total)({"step": 0, "loss": None, "lr": 0.0, "phase": "eval",
-                                       "tokens_per_s": 0.0, "eta_s": 0.0})  # fmt: skip
-            meta["skills_eval"] = evaluate_skills(final, n=r.eval_n, seed=seed)
-        meta["recipe"] = {"name": "default", **dataclasses.asdict(r)}
-        meta.setdefault("build_seconds", round(train_seconds, 1))
-        tmp = meta_file.with_name("meta.json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, meta_file)
+            base = _pretrain(out, r, seed, tok_file, report, should_cancel)
+        final = _fine_tune(out, r, seed, base, tok_file, report, should_cancel)
+        _record_evaluation(final, r, seed, time.perf_counter() - t_start, report)
         return final
     finally:
         torch.set_num_threads(previous_threads)
+
+
+class _BuildProgress:
+    """Forwards each stage's progress with step/total counted over the whole build."""
+
+    def __init__(self, progress: ProgressFn | None, total: int, t_start: float):
+        self.progress = progress
+        self.total = total
+        self.t_start = t_start
+        self.first_step: int | None = None  # the step this session started from
+
+    def stage(self, stage: str, offset: int) -> ProgressFn:
+        """The callback of one stage whose step 0 is build step ``offset``."""
+
+        def forward(info: dict) -> None:
+            if self.progress is None:
+                return
+            step = offset + info["step"]
+            out_info = {**info, "step": step, "total": self.total, "stage": stage}
+            if info["phase"] == "train":
+                # ETA of the whole build (the stages cost about the same per step), from the
+                # steps this session has done (a resumed build starts part way)
+                if self.first_step is None:
+                    self.first_step = step - 1
+                if step > self.first_step:
+                    elapsed = time.perf_counter() - self.t_start
+                    out_info["eta_s"] = elapsed / (step - self.first_step) * (self.total - step)
+            self.progress(out_info)
+
+        return forward
+
+    def start(self, stage: str, offset: int, phase: str) -> None:
+        """Announce a stage that reports no steps of its own (tokenizer, evaluation)."""
+        self.stage(stage, offset)({"step": 0, "loss": None, "lr": 0.0, "phase": phase,
+                                   "tokens_per_s": 0.0, "eta_s": 0.0})  # fmt: skip
+
+
+def _train_tokenizer(out: Path, r: DefaultRecipe, seed: int, report: _BuildProgress) -> Path:
+    """Stage 1: the tokenizer, trained on the world's statements and the training dialogues."""
+    from modeling import skills
+    from modeling.tokenizer import Tokenizer
+
+    tok_file = out / "tokenizer.json"
+    if not tok_file.is_file():
+        report.start("tokenizer", 0, "train")
+        texts = list(skills.pretraining_text(n=r.text_docs, seed=seed))
+        dialogues = skills.dialogues("train", n=r.train_dialogues or None, seed=seed)
+        texts += [m["content"] for d in dialogues for m in d.messages]
+        Tokenizer.train(texts, vocab_size=r.vocab_size).save(tok_file)
+    return tok_file
+
+
+def _stage_config(r: DefaultRecipe, seed: int, **fields) -> TrainConfig:
+    """A stage's TrainConfig: the fields every stage shares, plus the stage's own."""
+    return TrainConfig(
+        seq_len=r.seq_len,
+        batch_size=r.batch_size,
+        skills_n=r.train_dialogues,
+        skills_seed=seed,
+        skills_text_n=r.text_docs,
+        seed=seed,
+        weight_decay=r.weight_decay,
+        warmup_steps=r.warmup_steps,
+        min_lr=r.min_lr,
+        lineage={"recipe": "default"},
+        checkpoint_interval=200,
+        **fields,
+    )
+
+
+def _pretrain(out: Path, r: DefaultRecipe, seed: int, tok_file: Path, report, should_cancel):
+    """Stage 2 (optional): next-token pretraining on the plain-text statements."""
+    stage = out / "pretrain"
+    done = _stage_done(stage)
+    if done is not None:
+        return done
+    torch.set_num_threads(r.num_threads or choose_num_threads())
+    cfg = _stage_config(
+        r,
+        seed,
+        kind="pretrain",
+        out_dir=str(stage),
+        tokenizer=str(tok_file),
+        model=dict(r.model, block_size=r.seq_len),
+        data=["skills-text"],
+        max_steps=r.pretrain_steps,
+        lr=r.pretrain_lr,
+    )
+    return train(cfg, report.stage("pretrain", 0), should_cancel)
+
+
+def _fine_tune(out: Path, r: DefaultRecipe, seed: int, base, tok_file: Path, report, should_cancel):
+    """Stage 3: fine-tuning on the dialogues mixed with the statements."""
+    stage = out / "sft"
+    done = _stage_done(stage)
+    if done is not None:
+        return done
+    torch.set_num_threads(r.num_threads or choose_num_threads())
+    source = {"base_model": str(base)} if base else {}
+    if not base:
+        source = {"tokenizer": str(tok_file), "model": dict(r.model, block_size=r.seq_len)}
+    cfg = _stage_config(
+        r,
+        seed,
+        kind="sft",
+        out_dir=str(stage),
+        data=["skills:train", "skills-text"],
+        pack_sft=r.pack_sft,
+        max_steps=r.sft_steps,
+        lr=r.lr,
+        **source,
+    )
+    return train(cfg, report.stage("sft", r.pretrain_steps), should_cancel)
+
+
+def _record_evaluation(
+    final: Path, r: DefaultRecipe, seed: int, train_seconds: float, report: _BuildProgress
+) -> None:
+    """Stage 4: exact match on the held-out splits, and the recipe, recorded in meta.json."""
+    meta_file = final / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    if r.eval_n and "skills_eval" not in meta:
+        report.start("evaluate", report.total, "eval")
+        meta["skills_eval"] = evaluate_skills(final, n=r.eval_n, seed=seed)
+    meta["recipe"] = {"name": "default", **dataclasses.asdict(r)}
+    meta.setdefault("build_seconds", round(train_seconds, 1))
+    tmp = meta_file.with_name("meta.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, meta_file)
 
 
 def evaluate_skills(

@@ -1,7 +1,4 @@
-"""Data loading, packing, SFT masks and resumable batches."""
-
-import json
-import logging
+"""The training data pipeline: sources to rows, SFT masks, packing and resumable micro-batches."""
 
 import pytest
 import torch
@@ -10,39 +7,17 @@ from modeling import skills
 from modeling.chat import ChatFormat
 from modeling.data import (
     IGNORE_INDEX,
-    DataError,
+    Batches,
+    Example,
+    SourceOptions,
     batch_indices,
-    batches,
+    load_examples,
     pack_pretraining,
-    read_jsonl,
-    read_jsonl_conversations,
-    read_text,
-    sft_examples,
-    write_jsonl,
 )
+from modeling.datafiles import write_jsonl
 from modeling.tokenizer import Tokenizer
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
-
-# (line, reason fragment) for every kind of bad line
-BAD_LINES = [
-    ('{"messages": [', "invalid JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ('{"text": "hello"}', "missing 'messages'"),
-    ('{"messages": []}', "non-empty list"),
-    ('{"messages": [{"role": "bot", "content": "x"}]}', "bad role 'bot'"),
-    ('{"messages": [{"role": "assistant", "content": "x"}]}', "bad order"),
-    (
-        '{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}]}',
-        "system is only allowed first",
-    ),
-    ('{"messages": [{"role": "user", "content": "  "}]}', "empty content"),
-    ('{"messages": [{"role": "user", "content": 3}]}', "content must be a string"),
-    ('{"messages": [{"role": "user"}]}', "missing 'content'"),
-    ('{"messages": [{"role": "user", "content": "q"}]}', "no assistant turn"),
-    ('{"messages": ["hi"]}', "expected an object"),
-    ("null", "expected a JSON object"),
-]
 
 
 @pytest.fixture(scope="module")
@@ -57,56 +32,22 @@ def chat_format(tokenizer):
     return ChatFormat(tokenizer)
 
 
-def _write_lines(path, lines):
-    path.write_bytes(
-        b"".join((ln if isinstance(ln, bytes) else ln.encode()) + b"\n" for ln in lines)
-    )
+def _jsonl(tmp_path, records, name="chats.jsonl"):
+    return str(write_jsonl(tmp_path / name, records))
 
 
-def test_every_kind_of_bad_line_is_reported_with_file_and_line(tmp_path, caplog):
-    path = tmp_path / "chats.jsonl"
-    lines = (
-        [json.dumps(GOOD)] + [line for line, _ in BAD_LINES] + [b"\xff\xfe{}", "", json.dumps(GOOD)]
-    )
-    _write_lines(path, lines)
-    with caplog.at_level(logging.WARNING, logger="modeling.data"):
-        conversations, issues = read_jsonl_conversations(path, on_error="skip")
-    assert len(conversations) == 2
-    expected = [reason for _, reason in BAD_LINES] + ["not valid UTF-8"]
-    assert [i.line for i in issues] == list(range(2, 2 + len(expected)))
-    for issue, reason in zip(issues, expected):
-        assert reason in issue.reason, (issue, reason)
-        assert str(issue).startswith(f"{path}:{issue.line}: ")
-        assert str(issue) in caplog.text  # logged, never silent
+def _dialogue_file(tmp_path, n, seed):
+    dialogues = skills.generate_dialogues("train", n, seed=seed)
+    return dialogues, _jsonl(tmp_path, [d.to_json() for d in dialogues])
 
 
-def test_raise_mode_stops_at_the_first_bad_line_naming_it(tmp_path):
-    path = tmp_path / "chats.jsonl"
-    _write_lines(path, [json.dumps(GOOD), json.dumps(GOOD), '{"messages": [{"role": "user"'])
-    with pytest.raises(DataError, match=rf"{path}:3: invalid JSON"):
-        read_jsonl_conversations(path, on_error="raise")
-    assert len(read_jsonl(path)) == 2
+def _sft(chat_format, spec, seq_len, **kw):
+    return load_examples([spec], chat_format, SourceOptions(), kind="sft", seq_len=seq_len, **kw)
 
 
-def test_records_keep_metadata_and_round_trip_through_write_jsonl(tmp_path):
-    dialogues = skills.generate_dialogues("dev", 12, seed=1)
-    path = write_jsonl(tmp_path / "sub" / "dev.jsonl", [d.to_json() for d in dialogues])
-    conversations, issues = read_jsonl_conversations(path)
-    assert issues == []
-    assert [c["messages"] for c in conversations] == [d.messages for d in dialogues]
-    assert conversations[0]["meta"]["split"] == "dev"
-    assert not list(path.parent.glob(".*.tmp"))  # the temporary file was renamed away
-
-
-def test_read_text_splits_paragraphs_and_names_undecodable_lines(tmp_path):
-    path = tmp_path / "a.txt"
-    path.write_text("one\ntwo\n\n\nthree\n")
-    assert read_text(path) == ["one\ntwo", "three"]
-    assert read_text(path, split="line") == ["one", "two", "three"]
-    assert read_text(path, split="file") == ["one\ntwo\n\n\nthree"]
-    path.write_bytes(b"fine\nbad \xff here\n")
-    with pytest.raises(DataError, match=rf"{path}:2: not valid UTF-8"):
-        read_text(path)
+def _index_rows(n):
+    """Plain-token rows whose single input token is the row's index (to read batches back)."""
+    return [Example(tokens=[i, i]) for i in range(n)]
 
 
 def test_pretraining_rows_cover_every_token_once_with_separators(tokenizer):
@@ -133,73 +74,120 @@ def test_pretraining_of_a_short_text_still_gives_one_full_row(tokenizer):
         pack_pretraining(tokenizer, ["", ""], seq_len=8)
 
 
-def test_sft_targets_are_the_assistant_tokens_and_end_only(chat_format, tokenizer):
-    dialogues = skills.generate_dialogues("train", 16, seed=2)
+def test_sft_targets_are_the_assistant_tokens_and_end_only(tmp_path, chat_format, tokenizer):
+    dialogues, spec = _dialogue_file(tmp_path, 16, seed=2)
     seq_len = 64
-    inputs, targets = sft_examples(chat_format, dialogues, seq_len)
-    assert inputs.shape == targets.shape == (16, seq_len)
+    examples, dropped = _sft(chat_format, spec, seq_len)
+    assert (len(examples), dropped) == (16, 0)
+    batches = Batches(
+        examples, chat_format, seq_len=seq_len, batch_size=16, pad_id=tokenizer.pad_id
+    )
     for row, d in enumerate(dialogues):
         ids, mask = chat_format.render(d.messages)
-        n = len(ids) - 1
-        assert inputs[row, :n].tolist() == ids[:-1]
-        assert (inputs[row, n:] == tokenizer.pad_id).all()
-        assert (targets[row, n:] == IGNORE_INDEX).all()
-        learned = targets[row][targets[row] != IGNORE_INDEX].tolist()
+        inputs, targets = batches.row(row)
+        assert inputs == ids[:-1]
+        assert len(targets) == len(inputs)
+        learned = [t for t in targets if t != IGNORE_INDEX]
         assert learned == [i for i, m in zip(ids, mask) if m]
         replies = [m["content"] for m in d.messages if m["role"] == "assistant"]
         assert tokenizer.decode(learned) == "".join(replies)
         assert learned.count(tokenizer.end_id) == len(replies)
         assert tokenizer.user_id not in learned
+    x, y = next(batches.leading(16))
+    longest = max(len(batches.row(i)[0]) for i in range(16))
+    assert x.shape == y.shape == (16, longest)  # right-padded to the longest row of the batch
+    for row in range(16):
+        n = len(batches.row(row)[0])
+        assert (x[row, n:] == tokenizer.pad_id).all()
+        assert (y[row, n:] == IGNORE_INDEX).all()
 
 
-def test_sft_skips_or_raises_on_a_conversation_that_cannot_fit(chat_format, caplog):
+def test_a_conversation_that_cannot_fit_is_dropped_and_counted(tmp_path, chat_format):
     long = {
         "messages": [
             {"role": "user", "content": "word " * 200},
             {"role": "assistant", "content": "ok"},
         ]
     }
-    convs = [GOOD, long, GOOD]
-    with caplog.at_level(logging.WARNING, logger="modeling.data"):
-        inputs, _ = sft_examples(chat_format, convs, seq_len=32)
-    assert inputs.shape[0] == 2
-    assert "<conversations>:1: cannot render" in caplog.text
-    with pytest.raises(DataError, match="<conversations>:1"):
-        sft_examples(chat_format, convs, seq_len=32, on_error="raise")
+    spec = _jsonl(tmp_path, [GOOD, long, GOOD])
+    examples, dropped = _sft(chat_format, spec, seq_len=32)
+    assert (len(examples), dropped) == (2, 1)
 
 
-def test_packed_sft_rows_hold_several_dialogues_with_the_same_targets(chat_format):
-    dialogues = skills.generate_dialogues("train", 24, seed=3)
-    _, padded = sft_examples(chat_format, dialogues, seq_len=96)
-    inputs, packed = sft_examples(chat_format, dialogues, seq_len=96, pack=True)
-    assert inputs.shape[0] < len(dialogues)
-    assert sorted(packed[packed != IGNORE_INDEX].tolist()) == sorted(
-        padded[padded != IGNORE_INDEX].tolist()
-    )
+def test_packed_sft_rows_hold_several_dialogues_with_the_same_targets(tmp_path, chat_format):
+    dialogues, spec = _dialogue_file(tmp_path, 24, seed=3)
+    padded, _ = _sft(chat_format, spec, seq_len=96)
+    packed, _ = _sft(chat_format, spec, seq_len=96, pack=True)
+    assert len(packed) < len(dialogues) == len(padded)
+    assert [m for ex in packed for m in ex.conversations] == [d.messages for d in dialogues]
+
+    def learned(examples):
+        batches = Batches(examples, chat_format, seq_len=96, batch_size=4)
+        rows = [batches.row(i)[1] for i in range(len(examples))]
+        assert all(len(r) <= 96 for r in rows)
+        return sorted(t for r in rows for t in r if t != IGNORE_INDEX)
+
+    assert learned(packed) == learned(padded)
 
 
-def test_batches_are_seeded_and_resume_exactly_from_a_step():
-    data = torch.arange(10).unsqueeze(1)  # (10, 1)
-    full = [b[:, 0].tolist() for _, b in batches(data, 4, seed=5, num_steps=8)]
-    resumed = [b[:, 0].tolist() for _, b in batches(data, 4, seed=5, start_step=3, num_steps=5)]
-    assert resumed == full[3:]
-    assert full != [b[:, 0].tolist() for _, b in batches(data, 4, seed=6, num_steps=8)]
-    stream = sum(full, [])
-    assert sorted(stream[:10]) == list(range(10))  # each epoch is a permutation
-    assert sorted(stream[10:20]) == list(range(10))
-    assert stream[:10] != stream[10:20]
+def test_text_and_pretraining_conversations_become_packed_rows(tmp_path, chat_format, tokenizer):
+    (tmp_path / "doc.txt").write_text("The capital of Spain is Madrid.\n\nSeven.\n")
+    spec = _jsonl(tmp_path, [GOOD])
+    specs = [spec, str(tmp_path / "doc.txt")]
+    examples, _ = load_examples(specs, chat_format, SourceOptions(), kind="pretrain", seq_len=8)
+    texts = ["Hi\nHello.", "The capital of Spain is Madrid.", "Seven."]
+    rows = pack_pretraining(tokenizer, texts, 8).tolist()
+    assert [ex.tokens for ex in examples] == rows
+    batches = Batches(examples, chat_format, seq_len=8, batch_size=2)
+    assert batches.row(0) == (rows[0][:-1], rows[0][1:])  # loss on every position
+    mixed, _ = load_examples(specs, chat_format, SourceOptions(), kind="sft", seq_len=32)
+    assert [ex.conversations for ex in mixed] == [[GOOD["messages"]], None]
+    assert mixed[1].tokens == pack_pretraining(tokenizer, texts[1:], 32).tolist()[0]
 
 
-def test_batches_split_the_global_batch_across_ranks_and_keep_tuples_aligned():
-    inputs = torch.arange(12).unsqueeze(1)
-    targets = inputs * 10
-    global_rows = batch_indices(12, 6, seed=1, step=4)
+def test_micro_batches_are_seeded_and_resume_exactly_from_a_step(chat_format):
+    def stream(seed, steps, start=0):
+        batches = Batches(_index_rows(10), chat_format, seq_len=4, batch_size=4, seed=seed)
+        return [batches.micro_batch(s, 0, 0)[0][:, 0].tolist() for s in range(start, steps)]
+
+    full = stream(5, 8)
+    assert stream(5, 8, start=3) == full[3:]  # a fresh process at step 3 sees the same rows
+    assert full != stream(6, 8)
+    rows = sum(full, [])
+    assert sorted(rows[:10]) == list(range(10))  # each epoch is a permutation
+    assert sorted(rows[10:20]) == list(range(10))
+    assert rows[:10] != rows[10:20]
+    assert batch_indices(3, 7, seed=0, step=0).shape == (7,)  # batch larger than the dataset
+
+
+def test_ddp_ranks_take_the_micro_batches_of_one_process_with_more_accumulation(chat_format):
+    examples = _index_rows(12)
+    single = Batches(examples, chat_format, seq_len=4, batch_size=2, grad_accum=3, seed=1)
+    ddp = Batches(examples, chat_format, seq_len=4, batch_size=2, grad_accum=1, world=3, seed=1)
     parts = []
     for rank in range(3):
-        ((_, (x, y)),) = batches(
-            (inputs, targets), 6, seed=1, start_step=4, num_steps=1, rank=rank, world_size=3
-        )
-        assert torch.equal(y, x * 10)
+        x, y = ddp.micro_batch(4, 0, rank)
+        assert torch.equal(x, single.micro_batch(4, rank, 0)[0])
+        assert torch.equal(x, y)
         parts.append(x[:, 0])
-    assert torch.equal(torch.cat(parts), global_rows)
-    assert batch_indices(3, 7, seed=0, step=0).shape == (7,)  # batch larger than the dataset
+    assert torch.equal(torch.cat(parts), batch_indices(12, 6, seed=1, step=4))
+
+
+def test_perturbation_is_seeded_by_stream_position_and_dev_rows_stay_clean(tmp_path, chat_format):
+    _, spec = _dialogue_file(tmp_path, 8, seed=4)
+    examples, _ = _sft(chat_format, spec, seq_len=96)
+
+    def shout(messages, rng):
+        return [
+            {**m, "content": m["content"].upper()} if rng.random() < 0.5 else m for m in messages
+        ]
+
+    def make(perturb):
+        return Batches(examples, chat_format, seq_len=96, batch_size=4, perturb=perturb)
+
+    plain, a, b = make(None), make(shout), make(shout)
+    assert torch.equal(a.micro_batch(2, 0, 0)[0], b.micro_batch(2, 0, 0)[0])
+    assert not torch.equal(a.micro_batch(2, 0, 0)[0], plain.micro_batch(2, 0, 0)[0])
+    assert all(torch.equal(p, q) for p, q in zip(next(a.leading(4)), next(plain.leading(4))))
+    fixed = Batches(examples, chat_format, seq_len=96, batch_size=4, fixed_width=True)
+    assert fixed.micro_batch(0, 0, 0)[0].shape == (4, 96)  # one static shape for torch.compile

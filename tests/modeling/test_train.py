@@ -8,18 +8,11 @@ import pytest
 import torch
 
 from modeling.checkpoint import load_model
-from modeling.data import DataError
+from modeling.datafiles import DataError
 from modeling.evaluate import evaluate
 from modeling.tokenizer import Tokenizer
-from modeling.train import (
-    Cancelled,
-    TrainConfig,
-    load_train_state,
-    lr_at,
-    make_optimizer,
-    train,
-    typo_noise,
-)
+from modeling.train import Cancelled, TrainConfig, train
+from modeling.train_state import load_train_state
 
 DIALOGUES = [
     [("What is the capital of Spain?", "Madrid."), ("And for France?", "Paris.")],
@@ -99,7 +92,8 @@ def test_tiny_sft_run_overfits_a_handful_of_dialogues_to_exact_match(tmp_path, t
     result = evaluate(model, tok, [{"messages": c} for c in convs], batch_size=4)
     assert result["accuracy"] == 1.0, result
     assert meta["loss_curve"][-1] < 0.05 < meta["loss_curve"][0]
-    assert meta["lineage"]["kind"] == "sft" and meta["train_config"]["max_steps"] == 80
+    assert meta["lineage"]["kind"] == "sft"
+    assert meta["train_config"]["max_steps"] == 80
 
 
 def test_sft_loss_ignores_user_tokens(tmp_path, tokenizer_file):
@@ -126,14 +120,8 @@ def test_sft_loss_ignores_user_tokens(tmp_path, tokenizer_file):
     # Changing the content of an assistant reply does change the loss (the check can fail).
     changed = conversation([(DIALOGUES[0][0][0], "Lisbon."), DIALOGUES[0][1]])
     data = write_jsonl(tmp_path / "changed.jsonl", [changed])
-    cfg = tiny_config(
-        tmp_path,
-        tokenizer_file,
-        [data],
-        out_dir=str(tmp_path / "runc"),
-        batch_size=1,
-        max_steps=1,
-    )
+    one_step = dict(out_dir=str(tmp_path / "runc"), batch_size=1, max_steps=1)
+    cfg = tiny_config(tmp_path, tokenizer_file, [data], **one_step)
     assert abs(losses_of(train(cfg))[0] - first_losses[0]) > 1e-3
 
 
@@ -168,14 +156,17 @@ def test_cancel_between_steps_stops_cleanly_and_the_checkpoint_resumes(
     seen = []
     with pytest.raises(Cancelled) as info:
         train(cfg, progress=lambda d: seen.append(d["step"]), should_cancel=lambda: len(seen) >= 4)
-    assert info.value.step == 4 and seen == [1, 2, 3, 4]
+    assert info.value.step == 4
+    assert seen == [1, 2, 3, 4]
     state = load_train_state(out)
-    assert state["step"] == 4 and len(state["loss_history"]) == 4
+    assert state["step"] == 4
+    assert len(state["loss_history"]) == 4
     assert not (out / "model").exists()
 
     model_dir = train(cfg)  # the same call resumes from the saved step and finishes
     model, _, meta = load_model(model_dir)
-    assert len(meta["loss_curve"]) == 6 and meta["metrics"]["step"] == 6
+    assert len(meta["loss_curve"]) == 6
+    assert meta["metrics"]["step"] == 6
     assert model(torch.tensor([[1, 2, 3]]))[0].shape == (1, 3, model.config.vocab_size)
 
 
@@ -216,45 +207,14 @@ def test_two_process_gloo_ddp_matches_single_process_loss(tmp_path, tokenizer_fi
         tmp_path, tokenizer_file, [chats_file], batch_size=2, grad_accum=2, max_steps=3
     )
     expected = losses_of(train(single))
-    ddp = tiny_config(
-        tmp_path,
-        tokenizer_file,
-        [chats_file],
-        out_dir=str(tmp_path / "ddp"),
-        batch_size=2,
-        grad_accum=1,
-        max_steps=3,
-    )
+    per_rank = dict(out_dir=str(tmp_path / "ddp"), batch_size=2, grad_accum=1, max_steps=3)
+    ddp = tiny_config(tmp_path, tokenizer_file, [chats_file], **per_rank)
     result = tmp_path / "ddp_losses.json"
     mp.spawn(_ddp_worker, args=(2, _free_port(), ddp.to_dict(), str(result)), nprocs=2)
     got = json.loads(result.read_text())
     assert len(got) == 3
     for a, b in zip(expected, got):
         assert abs(a - b) <= 1e-5
-
-
-def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
-    assert lr_at(0, cfg) == pytest.approx(0.1)
-    assert lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(60, cfg) == pytest.approx(0.55)
-    assert lr_at(110, cfg) == pytest.approx(0.1)
-
-
-def test_weight_decay_applies_to_matrices_only():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    opt = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
-    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    assert decayed == {id(model[0].weight)}
-
-
-def test_typo_noise_is_deterministic_and_changes_a_long_word():
-    import random
-
-    a = typo_noise("What is the capital of Spain?", random.Random(1))
-    b = typo_noise("What is the capital of Spain?", random.Random(1))
-    assert a == b != "What is the capital of Spain?"
-    assert typo_noise("hi", random.Random(0)) == "hi"
 
 
 def test_default_recipe_builds_a_loadable_model_and_reports_progress(tmp_path):
@@ -276,10 +236,12 @@ def test_default_recipe_builds_a_loadable_model_and_reports_progress(tmp_path):
     seen = []
     path = build_default_model(tmp_path / "default", progress=seen.append, recipe=recipe)
     model, _, meta = load_model(path)
-    assert meta["skills_eval"]["ood"]["n"] == 4 and meta["recipe"]["sft_steps"] == 3
+    assert meta["skills_eval"]["ood"]["n"] == 4
+    assert meta["recipe"]["sft_steps"] == 3
     assert meta["lineage"]["parent"].endswith("pretrain/model")
     steps = [d["step"] for d in seen if d["phase"] == "train" and d["stage"] != "tokenizer"]
-    assert steps == [1, 2, 3, 4, 5] and {d["total"] for d in seen} == {5}
+    assert steps == [1, 2, 3, 4, 5]
+    assert {d["total"] for d in seen} == {5}
     # a second call finds every stage done and returns the same model
     assert build_default_model(tmp_path / "default", recipe=recipe) == path
 
