@@ -1,6 +1,10 @@
+"""Conversations, messages and feedback in the admin. Their pages show conversation content, so
+every access is written to the curation audit log."""
+
 from django.contrib import admin
 
 from webchat.chat.models import Conversation, Feedback, Message
+from webchat.curation.admin.audit import AuditedContentMixin
 
 
 class MessageInline(admin.TabularInline):
@@ -16,16 +20,21 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(AuditedContentMixin, admin.ModelAdmin):
+    audit_view = "chat admin: conversation"
     list_display = ("id", "title", "owner", "training_consent", "model_version", "updated_at")
     list_filter = ("training_consent",)
     search_fields = ("title", "owner__username")
     list_select_related = ("owner", "model_version")
     inlines = [MessageInline]
 
+    def audit_conversation_ids(self, objs):
+        return [o.pk for o in objs]
+
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(AuditedContentMixin, admin.ModelAdmin):
+    audit_view = "chat admin: message"
     list_display = (
         "id",
         "conversation",
@@ -40,10 +49,15 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ("conversation", "model_version")
     raw_id_fields = ("conversation", "parent")
 
+    def audit_conversation_ids(self, objs):
+        return [o.conversation_id for o in objs]
+
 
 @admin.register(Feedback)
-class FeedbackAdmin(admin.ModelAdmin):
+class FeedbackAdmin(AuditedContentMixin, admin.ModelAdmin):
     """A thumbs-down with a corrected reply is a correction: (prompt, rejected, corrected)."""
+
+    audit_view = "chat admin: feedback"
 
     list_display = (
         "id",
@@ -60,6 +74,9 @@ class FeedbackAdmin(admin.ModelAdmin):
     search_fields = ("comment", "corrected_reply", "message__content", "user__username")
     list_select_related = ("user", "message__parent", "message__conversation")
     raw_id_fields = ("message", "user")
+
+    def audit_conversation_ids(self, objs):
+        return [o.message.conversation_id for o in objs]
 
     @admin.display(description="user turn")
     def prompt(self, feedback):
