@@ -48,8 +48,11 @@ def register(path, name):
 def test_the_list_shows_family_size_status_and_disk_usage(admin_client, tiny_model_factory):
     version = model_version_activate(version=register(tiny_model_factory(0), "tiny-a"))
     page = admin_client.get(reverse("admin:registry_modelversion_changelist")).content.decode()
-    assert "tiny-a" in page and "gpt2" in page and "active" in page
-    assert "Disk used by all versions" in page and "KB" in page
+    assert "tiny-a" in page
+    assert "gpt2" in page
+    assert "active" in page
+    assert "Disk used by all versions" in page
+    assert "KB" in page
     assert version.n_params > 0
 
 
@@ -64,13 +67,15 @@ def test_the_import_page_queues_the_import_and_shows_its_progress_without_waitin
         response = admin_client.post(
             reverse("admin:registry_modelversion_import"), {"source": "/models/x", "name": "x"}
         )
-    assert response.status_code == 302 and not sent  # nothing is sent before the commit
+    assert response.status_code == 302
+    assert not sent
     for callback in callbacks:
         callback()
     assert sent == [((("/models/x", "x"),), {"task_id": sent[0][1]["task_id"]})]
     assert sent[0][1]["task_id"] in response.url
     page = admin_client.get(response.url).content.decode()
-    assert "Importing <b>x</b>" in page and 'http-equiv="refresh"' in page
+    assert "Importing <b>x</b>" in page
+    assert 'http-equiv="refresh"' in page
 
 
 def test_importing_one_of_our_directories_registers_a_candidate(
@@ -79,7 +84,8 @@ def test_importing_one_of_our_directories_registers_a_candidate(
     response = import_dir(tiny_model_factory(0), "imported-ours")
     assert response.status_code == 302, response.content.decode()[:2000]
     version = ModelVersion.objects.get(name="imported-ours")
-    assert version.status == "candidate" and version.family == "gpt2"
+    assert version.status == "candidate"
+    assert version.family == "gpt2"
     page = admin_client.get(response.url, follow=True)
     assert page.redirect_chain[-1][0] == reverse(
         "admin:registry_modelversion_change", args=[version.pk]
@@ -137,7 +143,8 @@ def test_activate_retire_and_delete_actions_never_touch_the_active_version(
     url = reverse("admin:registry_modelversion_changelist")
 
     admin_client.post(url, {"action": "delete_with_files", "_selected_action": [a.pk]})
-    assert ModelVersion.objects.filter(pk=a.pk).exists() and a_dir.is_dir()
+    assert ModelVersion.objects.filter(pk=a.pk).exists()
+    assert a_dir.is_dir()
     admin_client.post(url, {"action": "retire", "_selected_action": [a.pk]})
     assert ModelVersion.objects.get(pk=a.pk).status == "active"
 
@@ -147,7 +154,8 @@ def test_activate_retire_and_delete_actions_never_touch_the_active_version(
 
     admin_client.post(url, {"action": "delete_with_files", "_selected_action": [a.pk]})
     assert not ModelVersion.objects.filter(pk=a.pk).exists()
-    assert not a_dir.exists() and b_dir.is_dir()
+    assert not a_dir.exists()
+    assert b_dir.is_dir()
 
 
 def test_a_training_run_page_shows_progress_loss_curve_and_log(admin_client):
@@ -160,5 +168,7 @@ def test_a_training_run_page_shows_progress_loss_curve_and_log(admin_client):
     )
     page = admin_client.get(reverse("admin:registry_trainingrun_change", args=[run.pk]))
     html = page.content.decode()
-    assert "42%" in html and "<polyline" in html and "step 49/100" in html
+    assert "42%" in html
+    assert "<polyline" in html
+    assert "step 49/100" in html
     assert 'http-equiv="refresh"' in html  # a running run refreshes itself
