@@ -4,7 +4,7 @@ every access is written to the curation audit log."""
 from django.contrib import admin
 
 from webchat.chat.models import Conversation, Feedback, Message
-from webchat.curation.admin.audit import AuditedContentMixin
+from webchat.curation.admin.audit import AuditedContentAdmin
 
 
 class MessageInline(admin.TabularInline):
@@ -20,21 +20,18 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(AuditedContentMixin, admin.ModelAdmin):
-    audit_view = "chat admin: conversation"
+class ConversationAdmin(AuditedContentAdmin):
     list_display = ("id", "title", "owner", "training_consent", "model_version", "updated_at")
     list_filter = ("training_consent",)
     search_fields = ("title", "owner__username")
     list_select_related = ("owner", "model_version")
     inlines = [MessageInline]
-
-    def audit_conversation_ids(self, objs):
-        return [o.pk for o in objs]
+    audit_view = "chat admin: conversation"
+    audit_conversation = "pk"
 
 
 @admin.register(Message)
-class MessageAdmin(AuditedContentMixin, admin.ModelAdmin):
-    audit_view = "chat admin: message"
+class MessageAdmin(AuditedContentAdmin):
     list_display = (
         "id",
         "conversation",
@@ -48,16 +45,12 @@ class MessageAdmin(AuditedContentMixin, admin.ModelAdmin):
     search_fields = ("content", "conversation__owner__username")
     list_select_related = ("conversation", "model_version")
     raw_id_fields = ("conversation", "parent")
-
-    def audit_conversation_ids(self, objs):
-        return [o.conversation_id for o in objs]
+    audit_view = "chat admin: message"
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(AuditedContentMixin, admin.ModelAdmin):
+class FeedbackAdmin(AuditedContentAdmin):
     """A thumbs-down with a corrected reply is a correction: (prompt, rejected, corrected)."""
-
-    audit_view = "chat admin: feedback"
 
     list_display = (
         "id",
@@ -74,9 +67,8 @@ class FeedbackAdmin(AuditedContentMixin, admin.ModelAdmin):
     search_fields = ("comment", "corrected_reply", "message__content", "user__username")
     list_select_related = ("user", "message__parent", "message__conversation")
     raw_id_fields = ("message", "user")
-
-    def audit_conversation_ids(self, objs):
-        return [o.message.conversation_id for o in objs]
+    audit_view = "chat admin: feedback"
+    audit_conversation = "message.conversation_id"
 
     @admin.display(description="user turn")
     def prompt(self, feedback):

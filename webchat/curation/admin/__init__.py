@@ -3,7 +3,7 @@ generation jobs, frozen dataset versions (build, download, fine-tune), the loop'
 audit log of staff access to conversation content (admins only). Importing this package
 registers them all."""
 
-from webchat.curation.admin.audit import AuditedContentMixin, ConversationAccessLogAdmin
+from webchat.curation.admin.audit import AuditedContentAdmin, ConversationAccessLogAdmin
 from webchat.curation.admin.datasets import DatasetAdmin
 from webchat.curation.admin.flagged import FlaggedTurnAdmin
 from webchat.curation.admin.forms import (
@@ -20,7 +20,7 @@ from webchat.curation.admin.samples import AdversarialSampleAdmin
 __all__ = [
     "GENERATION_METHODS",
     "AdversarialSampleAdmin",
-    "AuditedContentMixin",
+    "AuditedContentAdmin",
     "BuildDatasetForm",
     "ConversationAccessLogAdmin",
     "CurationJobAdmin",

@@ -8,14 +8,24 @@ from webchat.curation.services import access_log_record
 from webchat.registry.admin.shapes import ReadOnlyAdmin
 
 
-class AuditedContentMixin:
+class AuditedContentAdmin(admin.ModelAdmin):
     """Writes a ConversationAccessLog row for every conversation whose content a staff member is
-    shown on a list or detail page of this admin."""
+    shown on a list or detail page of this admin.
+
+    Subclasses name the page (`audit_view`) and the attribute path from a row to its
+    conversation's id (`audit_conversation`, e.g. "message.conversation_id")."""
 
     audit_view = "admin"
+    audit_conversation = "conversation_id"
 
-    def audit_conversation_ids(self, objs) -> list[int]:
-        raise NotImplementedError
+    def audit_conversation_ids(self, objs) -> list[int | None]:
+        ids = []
+        for row in objs:
+            value = row
+            for name in self.audit_conversation.split("."):
+                value = None if value is None else getattr(value, name)  # a sample may have no turn
+            ids.append(value)
+        return ids
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)

@@ -8,15 +8,15 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from webchat.curation.admin.forms import BuildDatasetForm, FineTuneForm, render_form
-from webchat.curation.admin.html import sample_url
-from webchat.curation.models import CurationJob, Dataset, LoopSettings
-from webchat.curation.services import (
-    BUILD_PERMISSION,
-    FINETUNE_DEFAULTS,
-    curation_job_start,
-    dataset_verify,
+from webchat.curation.admin.forms import (
+    BuildDatasetForm,
+    FineTuneForm,
+    job_form_view,
+    render_form,
 )
+from webchat.curation.admin.html import sample_url
+from webchat.curation.models import Dataset, LoopSettings
+from webchat.curation.services import FINETUNE_DEFAULTS, dataset_verify
 from webchat.registry.models import TrainingRun
 from webchat.registry.selectors import model_version_active
 from webchat.registry.services import TRAIN_PERMISSION, training_run_start
@@ -117,28 +117,10 @@ class DatasetAdmin(admin.ModelAdmin):
         ]
 
     def build_view(self, request):
-        if not request.user.has_perm(BUILD_PERMISSION):
-            raise PermissionDenied
-        form = BuildDatasetForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            job = curation_job_start(
-                kind=CurationJob.Kind.BUILD,
-                params={
-                    "name": data["name"],
-                    "clean_share": data["clean_share"],
-                    "only_valid": data["only_valid"],
-                    "kinds": list(data["kinds"]) or None,
-                    "notes": data["notes"],
-                },
-                user=request.user,
-            )
-            self.message_user(request, f"Dataset build job #{job.pk} queued.", messages.SUCCESS)
-            return redirect("admin:curation_curationjob_change", job.pk)
-        return render_form(
+        return job_form_view(
             self,
             request,
-            form,
+            BuildDatasetForm,
             "Build a dataset version",
             "A frozen JSONL snapshot of every approved sample (consented conversations and the "
             "skills split only) plus the chosen share of clean skills training data.",

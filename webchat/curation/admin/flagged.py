@@ -4,7 +4,7 @@ only), with the actions that turn them into samples."""
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from webchat.curation.admin.audit import AuditedContentMixin
+from webchat.curation.admin.audit import AuditedContentAdmin
 from webchat.curation.admin.html import dialogue_html, job_url, sample_url, short
 from webchat.curation.models import AdversarialSample, CurationJob, FlaggedTurn
 from webchat.curation.selectors import flagged_feedback, turn_context
@@ -17,10 +17,9 @@ from webchat.registry.admin.shapes import ReadOnlyAdmin
 
 
 @admin.register(FlaggedTurn)
-class FlaggedTurnAdmin(AuditedContentMixin, ReadOnlyAdmin):
+class FlaggedTurnAdmin(AuditedContentAdmin, ReadOnlyAdmin):
     """Thumbs-down, reason tags and corrections on replies, from consented conversations only."""
 
-    audit_view = "curation: flagged replies"
     list_display = (
         "id",
         "conversation_id",
@@ -37,12 +36,11 @@ class FlaggedTurnAdmin(AuditedContentMixin, ReadOnlyAdmin):
     fields = ("dialogue", "reply", "correction", "rating", "reason", "comment", "samples_made")
     readonly_fields = fields
     actions = ["generate_adversarial", "make_repair_dialogues", "make_correction_samples"]
+    audit_view = "curation: flagged replies"
+    audit_conversation = "message.conversation_id"
 
     def get_queryset(self, request):
         return flagged_feedback(FlaggedTurn.objects.all())
-
-    def audit_conversation_ids(self, objs):
-        return [o.message.conversation_id for o in objs]
 
     def has_generate_permission(self, request):
         return request.user.has_perm(GENERATE_PERMISSION)

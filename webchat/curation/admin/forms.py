@@ -1,13 +1,21 @@
 """The forms of the curation admin's own pages (generate from the skills split, build a dataset,
-fine-tune from a dataset) and the page that shows one."""
+fine-tune from a dataset), the page that shows one, and the view that queues a form's job."""
 
 from django import forms
-from django.shortcuts import render
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
 
 from modeling.augment import TRAIN_RECIPES
-from webchat.curation.models import AdversarialSample
-from webchat.curation.services import FINETUNE_DEFAULTS
+from webchat.curation.models import AdversarialSample, CurationJob
+from webchat.curation.services import (
+    BUILD_PERMISSION,
+    FINETUNE_DEFAULTS,
+    GENERATE_PERMISSION,
+    curation_job_start,
+)
 from webchat.registry.models import ModelVersion
+from webchat.registry.selectors import model_version_active
 
 RECIPE_LABELS = {
     "typo": "character typos (swap, drop, insert, keyboard neighbour)",
@@ -44,6 +52,24 @@ class SkillsGenerateForm(forms.Form):
     )
     seed = forms.IntegerField(initial=0, min_value=0)
 
+    permission = GENERATE_PERMISSION
+    job_kind = CurationJob.Kind.GENERATE
+    job_name = "Generation"
+
+    def job_params(self) -> dict:
+        data = self.cleaned_data
+        version = data["model_version"] or model_version_active()
+        return {
+            "source": "skills",
+            "split": "train",
+            "n": data["n"],
+            "methods": list(data["methods"]),
+            "rate": data["rate"],
+            "budget": data["budget"],
+            "seed": data["seed"],
+            "model_version_id": version.pk if version else None,
+        }
+
 
 class BuildDatasetForm(forms.Form):
     name = forms.SlugField(max_length=100, initial="curated")
@@ -63,6 +89,20 @@ class BuildDatasetForm(forms.Form):
         help_text="None ticked: every kind.",
     )
     notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    permission = BUILD_PERMISSION
+    job_kind = CurationJob.Kind.BUILD
+    job_name = "Dataset build"
+
+    def job_params(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "clean_share": data["clean_share"],
+            "only_valid": data["only_valid"],
+            "kinds": list(data["kinds"]) or None,
+            "notes": data["notes"],
+        }
 
 
 class FineTuneForm(forms.Form):
@@ -99,3 +139,18 @@ def render_form(model_admin, request, form, title, intro=""):
         "opts": model_admin.model._meta,
     }
     return render(request, "admin/curation/form.html", context)
+
+
+def job_form_view(model_admin, request, form_class, title, intro=""):
+    """A form page that, posted valid, queues the form's curation job and opens the job's page
+    (only for users with the form's permission)."""
+    if not request.user.has_perm(form_class.permission):
+        raise PermissionDenied
+    form = form_class(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        job = curation_job_start(kind=form.job_kind, params=form.job_params(), user=request.user)
+        model_admin.message_user(
+            request, f"{form.job_name} job #{job.pk} queued.", messages.SUCCESS
+        )
+        return redirect("admin:curation_curationjob_change", job.pk)
+    return render_form(model_admin, request, form, title, intro)

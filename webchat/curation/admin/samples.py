@@ -4,29 +4,21 @@ status, and the page that generates samples from the skills training split."""
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
-from django.shortcuts import redirect
 from django.urls import path
 
-from webchat.curation.admin.audit import AuditedContentMixin
-from webchat.curation.admin.forms import SkillsGenerateForm, render_form
+from webchat.curation.admin.audit import AuditedContentAdmin
+from webchat.curation.admin.forms import SkillsGenerateForm, job_form_view
 from webchat.curation.admin.html import dialogue_html, short
-from webchat.curation.models import AdversarialSample, CurationJob
-from webchat.curation.services import (
-    GENERATE_PERMISSION,
-    REVIEW_PERMISSION,
-    curation_job_start,
-    sample_review,
-)
+from webchat.curation.models import AdversarialSample
+from webchat.curation.services import REVIEW_PERMISSION, sample_review
 from webchat.registry.admin.html import badge
-from webchat.registry.selectors import model_version_active
 
 Review = AdversarialSample.Review
 REVIEW_COLOURS = {Review.APPROVED: "#0a7d3b", Review.PENDING: "#8a6d00", Review.REJECTED: "#a00"}
 
 
 @admin.register(AdversarialSample)
-class AdversarialSampleAdmin(AuditedContentMixin, admin.ModelAdmin):
-    audit_view = "curation: adversarial samples"
+class AdversarialSampleAdmin(AuditedContentAdmin):
     list_display = (
         "id",
         "status_badge",
@@ -44,6 +36,8 @@ class AdversarialSampleAdmin(AuditedContentMixin, admin.ModelAdmin):
     list_filter = ("status", "kind", "origin", "method", "valid", "fooled", "attacked_model")
     search_fields = ("original_text", "perturbed_text", "target_reply", "explanation")
     list_select_related = ("attacked_model", "source_message")
+    audit_view = "curation: adversarial samples"
+    audit_conversation = "source_message.conversation_id"
     actions = ["approve", "reject"]
     change_list_template = "admin/curation/adversarialsample/change_list.html"
     fields = (
@@ -78,9 +72,6 @@ class AdversarialSampleAdmin(AuditedContentMixin, admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # a sample in a frozen dataset stays
         return actions
-
-    def audit_conversation_ids(self, objs):
-        return [o.source_message.conversation_id for o in objs if o.source_message_id]
 
     def has_add_permission(self, request):
         return False  # samples come from generation jobs and corrections
@@ -146,28 +137,9 @@ class AdversarialSampleAdmin(AuditedContentMixin, admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
     def generate_skills_view(self, request):
-        if not request.user.has_perm(GENERATE_PERMISSION):
-            raise PermissionDenied
-        form = SkillsGenerateForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            version = data["model_version"] or model_version_active()
-            job = curation_job_start(
-                kind=CurationJob.Kind.GENERATE,
-                params={
-                    "source": "skills",
-                    "split": "train",
-                    "n": data["n"],
-                    "methods": list(data["methods"]),
-                    "rate": data["rate"],
-                    "budget": data["budget"],
-                    "seed": data["seed"],
-                    "model_version_id": version.pk if version else None,
-                },
-                user=request.user,
-            )
-            self.message_user(request, f"Generation job #{job.pk} queued.", messages.SUCCESS)
-            return redirect("admin:curation_curationjob_change", job.pk)
-        return render_form(
-            self, request, form, "Generate adversarial samples from the skills training split"
+        return job_form_view(
+            self,
+            request,
+            SkillsGenerateForm,
+            "Generate adversarial samples from the skills training split",
         )

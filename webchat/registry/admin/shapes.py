@@ -7,27 +7,25 @@ from django.shortcuts import get_object_or_404, redirect
 from webchat.registry.admin.html import log_html
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the system only: nobody adds, changes or deletes them in the admin."""
+class FixedRowsAdmin(admin.ModelAdmin):
+    """Rows the system creates: nobody adds or deletes them in the admin."""
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyAdmin(FixedRowsAdmin):
+    """Rows written by the system only: nobody changes them either."""
 
     def has_change_permission(self, request, obj=None):
         return False
 
-    def has_delete_permission(self, request, obj=None):
-        return False
 
-
-class SingleRowAdmin(admin.ModelAdmin):
+class SingleRowAdmin(FixedRowsAdmin):
     """Settings kept as one row (`SingleRow` models): the list opens the row itself."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         opts = self.model._meta

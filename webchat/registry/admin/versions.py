@@ -2,6 +2,8 @@
 and the active one's with the gate verdict, and the actions (promote, activate, evaluate, compare,
 retire, delete, roll back, import)."""
 
+from functools import partial
+
 from django.contrib import admin, messages
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -111,27 +113,35 @@ class ModelVersionAdmin(ModelImportViews, admin.ModelAdmin):
             return None
         return queryset.get()
 
-    @admin.action(description="Promote (only if it passes the gates; workers switch at once)")
-    def promote(self, request, queryset):
-        version = self._one(request, queryset, "promote")
+    def _promote(self, request, queryset, what: str, success: str, **options) -> None:
+        version = self._one(request, queryset, what)
         if version is not None:
             self._attempt(
                 request,
-                lambda: model_version_promote(version=version, user=request.user),
-                f"{version.name} promoted: it is now active.",
+                lambda: model_version_promote(version=version, user=request.user, **options),
+                success.format(name=version.name),
             )
+
+    def _each(self, request, queryset, operation, success: str) -> None:
+        for version in queryset:
+            self._attempt(
+                request, partial(operation, version=version), success.format(name=version.name)
+            )
+
+    @admin.action(description="Promote (only if it passes the gates; workers switch at once)")
+    def promote(self, request, queryset):
+        self._promote(request, queryset, "promote", "{name} promoted: it is now active.")
 
     @admin.action(description="Activate without the gates (admin override, audited)")
     def activate(self, request, queryset):
-        version = self._one(request, queryset, "activate")
-        if version is not None:
-            self._attempt(
-                request,
-                lambda: model_version_promote(
-                    version=version, user=request.user, force=True, note="activated from the admin"
-                ),
-                f"{version.name} is now active.",
-            )
+        self._promote(
+            request,
+            queryset,
+            "activate",
+            "{name} is now active.",
+            force=True,
+            note="activated from the admin",
+        )
 
     @admin.action(description="Evaluate (cpu queue; clean, OOD, perturbations, attacks)")
     def evaluate(self, request, queryset):
@@ -151,24 +161,14 @@ class ModelVersionAdmin(ModelImportViews, admin.ModelAdmin):
 
     @admin.action(description="Retire")
     def retire(self, request, queryset):
-        for version in queryset:
-            self._attempt(
-                request,
-                lambda v=version: model_version_retire(version=v),
-                f"{version.name} retired.",
-            )
+        self._each(request, queryset, model_version_retire, "{name} retired.")
 
     @admin.action(description="Delete, with its files (never the active version)")
     def delete_with_files(self, request, queryset):
         if not request.user.has_perm(DELETE_PERMISSION):
             self.message_user(request, "You may not delete model versions.", messages.ERROR)
             return
-        for version in queryset:
-            self._attempt(
-                request,
-                lambda v=version: model_version_delete(version=v),
-                f"{version.name} deleted with its files.",
-            )
+        self._each(request, queryset, model_version_delete, "{name} deleted with its files.")
 
     def rollback_view(self, request):
         if request.method != "POST" or not request.user.has_perm(PROMOTE_PERMISSION):
