@@ -54,7 +54,7 @@ def flagged_turn(
 
 
 def curator(username="cora"):
-    user = User.objects.create_user(username, password="x", is_staff=True)
+    user = User.objects.create_user(username, password="x", is_staff=True)  # noqa: S106 - test account
     user.groups.add(Group.objects.get(name="curator"))
     return user
 
@@ -105,7 +105,7 @@ def test_non_consented_conversations_never_reach_a_dataset(admin_user, datasets_
 
 
 def test_a_curator_without_the_permission_cannot_approve(client):
-    viewer = User.objects.create_user("vic", password="x", is_staff=True)
+    viewer = User.objects.create_user("vic", password="x", is_staff=True)  # noqa: S106 - test
     viewer.user_permissions.add(Permission.objects.get(codename="view_adversarialsample"))
     s = sample()
     with pytest.raises(PermissionDenied):
