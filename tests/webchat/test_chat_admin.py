@@ -36,7 +36,8 @@ def test_the_user_list_shows_usage_and_the_user_page_shows_it_per_day(admin_clie
     row = next(r for r in page.context["cl"].result_list if r.username == "ada")
     assert (row.n_messages, row.n_messages_24h, row.n_tokens_24h) == (1, 1, 17)
     detail = admin_client.get(reverse("admin:auth_user_change", args=[ada.pk])).content.decode()
-    assert "usage by day" in detail.lower() and "<td>17</td>" in detail
+    assert "usage by day" in detail.lower()
+    assert "<td>17</td>" in detail
 
 
 def test_deactivating_a_user_turns_off_their_api_keys_and_chat(admin_client, ada):
@@ -80,7 +81,8 @@ def test_per_user_limits_set_in_the_admin_are_the_ones_enforced(admin_client, ad
     response = admin_client.post(url, data)
     assert response.status_code == 302, response.context["adminform"].form.errors
     fresh = User.objects.select_related("profile").get(pk=ada.pk)
-    assert user_rate(fresh) == 3 and user_max_tokens(fresh) == 64
+    assert user_rate(fresh) == 3
+    assert user_max_tokens(fresh) == 64
 
 
 def test_feedback_list_shows_the_correction_beside_its_prompt_and_reply(admin_client, ada):
@@ -91,7 +93,9 @@ def test_feedback_list_shows_the_correction_beside_its_prompt_and_reply(admin_cl
         message=reply, user=ada, rating=-1, reason="wrong", corrected_reply="Hello there!"
     )
     page = admin_client.get(reverse("admin:chat_feedback_changelist")).content.decode()
-    assert "Hello there!" in page and "hello" in page and "hi" in page
+    assert "Hello there!" in page
+    assert "hello" in page
+    assert "hi" in page
     conversation = admin_client.get(
         reverse("admin:chat_conversation_change", args=[reply.conversation_id])
     )

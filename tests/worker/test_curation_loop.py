@@ -178,7 +178,7 @@ def test_a_run_fed_a_corrupt_dataset_fails_with_the_reason_and_the_active_model_
 def test_the_loop_waits_for_enough_approved_samples_then_trains_evaluates_and_promotes(
     active_tiny_model, eager, django_capture_on_commit_callbacks
 ):
-    from worker.schedules import learning_loop
+    from worker.loop import learning_loop
 
     LoopSettings.objects.update_or_create(
         pk=1,
@@ -215,7 +215,7 @@ def test_the_loop_waits_for_enough_approved_samples_then_trains_evaluates_and_pr
 def test_with_auto_promotion_off_the_loop_leaves_the_candidate_for_a_person(
     active_tiny_model, eager, django_capture_on_commit_callbacks
 ):
-    from worker.schedules import learning_loop
+    from worker.loop import learning_loop
 
     PromotionPolicy.objects.filter(pk=1).update(auto_promote=False)
     LoopSettings.objects.update_or_create(

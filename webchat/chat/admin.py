@@ -1,6 +1,10 @@
+"""Conversations, messages and feedback in the admin. Their pages show conversation content, so
+every access is written to the curation audit log."""
+
 from django.contrib import admin
 
 from webchat.chat.models import Conversation, Feedback, Message
+from webchat.curation.admin.audit import AuditedContentAdmin
 
 
 class MessageInline(admin.TabularInline):
@@ -16,16 +20,18 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(AuditedContentAdmin):
     list_display = ("id", "title", "owner", "training_consent", "model_version", "updated_at")
     list_filter = ("training_consent",)
     search_fields = ("title", "owner__username")
     list_select_related = ("owner", "model_version")
     inlines = [MessageInline]
+    audit_view = "chat admin: conversation"
+    audit_conversation = "pk"
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(AuditedContentAdmin):
     list_display = (
         "id",
         "conversation",
@@ -39,10 +45,11 @@ class MessageAdmin(admin.ModelAdmin):
     search_fields = ("content", "conversation__owner__username")
     list_select_related = ("conversation", "model_version")
     raw_id_fields = ("conversation", "parent")
+    audit_view = "chat admin: message"
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(admin.ModelAdmin):
+class FeedbackAdmin(AuditedContentAdmin):
     """A thumbs-down with a corrected reply is a correction: (prompt, rejected, corrected)."""
 
     list_display = (
@@ -60,6 +67,8 @@ class FeedbackAdmin(admin.ModelAdmin):
     search_fields = ("comment", "corrected_reply", "message__content", "user__username")
     list_select_related = ("user", "message__parent", "message__conversation")
     raw_id_fields = ("message", "user")
+    audit_view = "chat admin: feedback"
+    audit_conversation = "message.conversation_id"
 
     @admin.display(description="user turn")
     def prompt(self, feedback):

@@ -6,9 +6,10 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from webchat.chat.models import Feedback
+from webchat.registry.models import QueuedWork, SingleRow
 
 
-class CurationJob(models.Model):
+class CurationJob(QueuedWork):
     """A `cpu` queue job (generate samples, mine conversations, build a dataset, the whole loop)
     with progress the admin shows, like a TrainingRun for curation work."""
 
@@ -28,10 +29,7 @@ class CurationJob(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     params = models.JSONField(default=dict, blank=True)
-    progress = models.FloatField(default=0.0, help_text="0..1")
     result = models.JSONField(default=dict, blank=True)
-    log_tail = models.TextField(blank=True)
-    error = models.TextField(blank=True)
     # The learning loop's chain: the dataset it built and the run it started; the evaluation of
     # that run's candidate reads `auto_promote` here.
     dataset = models.ForeignKey(
@@ -44,12 +42,6 @@ class CurationJob(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.status})"
@@ -228,7 +220,7 @@ def _refuse_lineage_change(sender, instance, action, reverse, **kwargs):
 models.signals.m2m_changed.connect(_refuse_lineage_change, sender=Dataset.samples.through)
 
 
-class LoopSettings(models.Model):
+class LoopSettings(SingleRow):
     """The learning loop's knobs (one row, edited in the admin)."""
 
     min_new_approved = models.PositiveIntegerField(
@@ -260,17 +252,9 @@ class LoopSettings(models.Model):
         verbose_name = "learning loop settings"
         verbose_name_plural = "learning loop settings"
 
-    def __str__(self) -> str:
-        return "learning loop settings"
-
     def clean(self):
         if not 0.0 <= self.clean_share <= 0.95:
             raise ValidationError({"clean_share": "Use a share between 0 and 0.95."})
-
-    @classmethod
-    def load(cls) -> "LoopSettings":
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj
 
 
 class ConversationAccessLog(models.Model):

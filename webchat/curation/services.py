@@ -174,7 +174,9 @@ def samples_from_corrections(*, feedback_ids, kinds=("correction", "repair"), jo
             if kind == "correction":
                 fields = dict(base, kind=kind, method="user-correction", parameters={})
             elif kind == "repair":
-                complaint = random.Random(f"repair:{user_turn.pk}").choice(COMPLAINTS)
+                # Seeded by the turn, not secret: rebuilding gives the same dialogue.
+                rng = random.Random(f"repair:{user_turn.pk}")  # noqa: S311
+                complaint = rng.choice(COMPLAINTS)
                 fields = dict(
                     base, kind=kind, method="error-repair", parameters={"complaint": complaint}
                 )

@@ -1,5 +1,47 @@
+"""The registry: model versions, the training runs that make them, their evaluations, the
+promotion policy and the audit trail of promotions."""
+
 from django.conf import settings
 from django.db import models
+
+# Evaluation.test_set names written by worker.evaluation.
+TEST_CLEAN = "skills:test"
+TEST_OOD = "skills:ood"
+TEST_PERTURBED = "perturbed"
+TEST_ADAPTIVE = "attack:adaptive"
+TEST_REPLAYED = "attack:replayed"
+
+
+class QueuedWork(models.Model):
+    """What the admin shows of work a worker does in the background: progress, the tail of its
+    log, the error it failed with, and when it was queued, started and finished."""
+
+    progress = models.FloatField(default=0.0, help_text="0..1")
+    log_tail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+
+class SingleRow(models.Model):
+    """Settings kept as one row that the admin edits in place (primary key 1)."""
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)
+
+    @classmethod
+    def load(cls):
+        """The row, created with the defaults on first use."""
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
 
 
 class ModelVersion(models.Model):
@@ -43,7 +85,7 @@ class ModelVersion(models.Model):
         return self.name
 
 
-class TrainingRun(models.Model):
+class TrainingRun(QueuedWork):
     class Kind(models.TextChoices):
         DEFAULT = "default", "default model recipe"
         PRETRAIN = "pretrain"
@@ -65,10 +107,7 @@ class TrainingRun(models.Model):
     )
     hyperparameters = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0, help_text="0..1")
     loss_curve = models.JSONField(default=list, blank=True)
-    log_tail = models.TextField(blank=True)
-    error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     output_model = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -76,12 +115,6 @@ class TrainingRun(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.kind} run #{self.pk} ({self.status})"
@@ -105,7 +138,7 @@ class Evaluation(models.Model):
         return f"{self.model_version} on {self.test_set}"
 
 
-class PromotionPolicy(models.Model):
+class PromotionPolicy(SingleRow):
     """The promotion gates and the evaluation they read (one row, edited in the admin)."""
 
     clean_tolerance_points = models.FloatField(
@@ -149,14 +182,6 @@ class PromotionPolicy(models.Model):
     class Meta:
         verbose_name = "promotion policy"
         verbose_name_plural = "promotion policy"
-
-    def __str__(self) -> str:
-        return "promotion policy"
-
-    @classmethod
-    def load(cls) -> "PromotionPolicy":
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj
 
     def eval_config(self) -> dict:
         """The settings an evaluation depends on (their hash is Evaluation.config_key)."""

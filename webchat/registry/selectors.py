@@ -1,15 +1,149 @@
-"""Reads for the registry admin: the side-by-side metrics table of model versions."""
+"""Reads for the registry: the active version, disk use, evaluation results, the promotion gates
+verdict, the side-by-side metrics table and the outcome of a model import."""
 
-from webchat.registry.models import ModelVersion
-from webchat.registry.services import (
+import hashlib
+import json
+from pathlib import Path
+
+from webchat.registry.models import (
     TEST_ADAPTIVE,
     TEST_CLEAN,
     TEST_OOD,
     TEST_PERTURBED,
     TEST_REPLAYED,
-    evaluation_current_key,
-    evaluation_results,
+    Evaluation,
+    ModelVersion,
+    PromotionPolicy,
 )
+
+
+def model_version_active() -> ModelVersion | None:
+    """The version new chat requests use by default, or None before the first model exists."""
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+
+
+def directory_size(path: str | Path) -> int:
+    """Bytes used by the files of a model directory (0 when it is gone)."""
+    p = Path(path)
+    if not p.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def model_import_outcome(task_id: str) -> dict | None:
+    """What became of an import task, without waiting for it.
+
+    Returns:
+        None while it is queued or running (or its result has expired); else the task's result,
+        {"ok": True, "version_id", "kind"} or {"ok": False, "error"}.
+    """
+    from worker.app import app
+
+    result = app.AsyncResult(task_id)
+    if not result.ready():
+        return None
+    if result.failed():
+        return {"ok": False, "error": f"the import task did not finish: {result.result!r}"}
+    return result.result
+
+
+# ---- evaluations and the promotion gates -----------------------------------------------------
+
+
+def eval_config_key(config: dict) -> str:
+    """A short stable hash of evaluation settings (Evaluation.config_key)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluation_current_key() -> str:
+    """The evaluation settings key of the current promotion policy."""
+    return eval_config_key(PromotionPolicy.load().eval_config())
+
+
+def evaluation_results(version: ModelVersion, config_key: str | None = None) -> dict:
+    """{test_set: metrics} of a version under `config_key` (default: the current policy's)."""
+    key = config_key or evaluation_current_key()
+    rows = Evaluation.objects.filter(model_version=version, config_key=key).order_by("created_at")
+    return {row.test_set: row.metrics for row in rows}
+
+
+def _points(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def promotion_gates(
+    *, candidate: ModelVersion, active: ModelVersion | None = ..., policy=None
+) -> dict:
+    """Check a candidate against the active version with the policy's gates.
+
+    Gates: clean accuracy (skills test) not lower than the active's minus the tolerance, and (when
+    required) adaptive attack success rate strictly lower than the active's (equal at 0 passes:
+    nothing left to lower). Both models must have been evaluated with the same settings.
+
+    Returns:
+        {"passed": bool, "checks": [{"name", "passed", "detail"}], "candidate", "active",
+         "config_key"}.
+    """
+    policy = policy or PromotionPolicy.load()
+    if active is ...:
+        active = model_version_active()
+    key = eval_config_key(policy.eval_config())
+    report = {
+        "candidate": candidate.name,
+        "active": active.name if active else None,
+        "config_key": key,
+        "checks": [],
+    }
+    if active is None or active.pk == candidate.pk:
+        report["checks"].append(
+            {"name": "active model", "passed": True, "detail": "no other active version"}
+        )
+        report["passed"] = True
+        return report
+    cand, act = evaluation_results(candidate, key), evaluation_results(active, key)
+
+    def value(results, test_set, field):
+        return (results.get(test_set) or {}).get(field)
+
+    c_clean, a_clean = value(cand, TEST_CLEAN, "accuracy"), value(act, TEST_CLEAN, "accuracy")
+    tolerance = policy.clean_tolerance_points / 100.0
+    if c_clean is None or a_clean is None:
+        missing = candidate.name if c_clean is None else active.name
+        report["checks"].append(
+            {"name": "clean accuracy", "passed": False, "detail": f"{missing} is not evaluated"}
+        )
+    else:
+        report["checks"].append(
+            {
+                "name": "clean accuracy",
+                "passed": c_clean >= a_clean - tolerance - 1e-9,
+                "detail": f"{_points(c_clean)} vs active {_points(a_clean)} "
+                f"(tolerance {policy.clean_tolerance_points:g} points)",
+            }
+        )
+    if policy.require_lower_adaptive_asr:
+        # ASR is undefined (None) when the model answered no attacked dialogue correctly: nothing
+        # could be attacked, counted as 0 here (the clean-accuracy gate judges such a model).
+        c_asr = value(cand, TEST_ADAPTIVE, "asr") or 0.0
+        a_asr = value(act, TEST_ADAPTIVE, "asr") or 0.0
+        if TEST_ADAPTIVE not in cand or TEST_ADAPTIVE not in act:
+            missing = candidate.name if TEST_ADAPTIVE not in cand else active.name
+            report["checks"].append(
+                {"name": "adaptive ASR", "passed": False, "detail": f"{missing} is not attacked"}
+            )
+        else:
+            report["checks"].append(
+                {
+                    "name": "adaptive ASR",
+                    "passed": c_asr < a_asr or (c_asr == 0 and a_asr == 0),
+                    "detail": f"{_points(c_asr)}% vs active {_points(a_asr)}% (must be lower)",
+                }
+            )
+    report["passed"] = all(check["passed"] for check in report["checks"])
+    return report
+
+
+# ---- the side-by-side metrics table ----------------------------------------------------------
 
 
 def _pct(x) -> str:
@@ -67,8 +201,6 @@ def metrics_table(versions: list[ModelVersion], config_key: str | None = None) -
 
 def comparison_versions(version: ModelVersion) -> list[ModelVersion]:
     """The version, its parent and the active version (each once), for its detail page."""
-    from webchat.registry.services import model_version_active
-
     out = [version]
     for other in (version.parent, model_version_active()):
         if other is not None and other.pk not in {v.pk for v in out}:

@@ -1,33 +1,44 @@
-"""Writes and reads for model versions: which one is active, activation, retirement, deletion,
-promotion through the gates and roll back (both audited)."""
+"""Writes for model versions: registration, activation, retirement, deletion, import and
+evaluation requests, training runs, promotion through the gates and roll back (both audited).
+The reads are in `webchat.registry.selectors`."""
 
-import hashlib
-import json
 import logging
 import shutil
+import uuid
 from pathlib import Path
 
 from django.db import transaction
 from django.utils import timezone
 
+# Names imported `as` themselves are re-exported: the reads moved to selectors and the test-set
+# names to models, and they stay importable from here for the callers of the old names.
+from webchat.registry.models import TEST_ADAPTIVE as TEST_ADAPTIVE
+from webchat.registry.models import TEST_CLEAN as TEST_CLEAN
+from webchat.registry.models import TEST_OOD as TEST_OOD
+from webchat.registry.models import TEST_PERTURBED as TEST_PERTURBED
+from webchat.registry.models import TEST_REPLAYED as TEST_REPLAYED
 from webchat.registry.models import (
     Evaluation,
     ModelVersion,
-    PromotionPolicy,
     PromotionRecord,
     TrainingRun,
 )
+from webchat.registry.selectors import directory_size as directory_size
+from webchat.registry.selectors import eval_config_key as eval_config_key
+from webchat.registry.selectors import evaluation_current_key as evaluation_current_key
+from webchat.registry.selectors import evaluation_results as evaluation_results
+from webchat.registry.selectors import model_version_active, promotion_gates
+
+PROMOTE_PERMISSION = "registry.promote_modelversion"
+TRAIN_PERMISSION = "registry.add_trainingrun"
+IMPORT_PERMISSION = "registry.add_modelversion"
+DELETE_PERMISSION = "registry.delete_modelversion"
 
 log = logging.getLogger(__name__)
 
 
 class RegistryError(Exception):
     """A model-version operation that cannot be done, with the reason for the admin."""
-
-
-def model_version_active() -> ModelVersion | None:
-    """The version new chat requests use by default, or None before the first model exists."""
-    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
 
 
 def _headline_metrics(meta: dict) -> dict:
@@ -103,12 +114,28 @@ def model_version_delete(*, version: ModelVersion, models_root: Path | None = No
         shutil.rmtree(path, ignore_errors=True)
 
 
-def directory_size(path: str | Path) -> int:
-    """Bytes used by the files of a model directory (0 when it is gone)."""
-    p = Path(path)
-    if not p.is_dir():
-        return 0
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+def model_version_evaluate(*, version: ModelVersion) -> None:
+    """Enqueue the evaluation of a version on the `cpu` queue after commit; the numbers appear on
+    the version's page when the worker has stored them."""
+    from worker.evaluation import evaluate_version
+
+    version_id = version.pk
+    transaction.on_commit(lambda: evaluate_version.delay(version_id))
+
+
+def model_version_import_start(*, source: str, name: str) -> str:
+    """Enqueue the import of a model directory (ours or Hugging Face) on the `cpu` queue after
+    commit, as a new candidate version named `name`.
+
+    Returns:
+        The id of the import task, known before it is sent, so the admin can show its outcome
+        (`selectors.model_import_outcome`) without waiting for it.
+    """
+    from worker.model_import import import_model_dir
+
+    task_id = str(uuid.uuid4())
+    transaction.on_commit(lambda: import_model_dir.apply_async((source, name), task_id=task_id))
+    return task_id
 
 
 def training_run_start(
@@ -184,14 +211,7 @@ def ensure_default_model(*, embedded: bool) -> TrainingRun | None:
     return training_run_start(kind=TrainingRun.Kind.DEFAULT)
 
 
-# ---- evaluations, promotion gates, promotion and roll back -----------------------------------
-
-# Evaluation.test_set names written by worker.evaluation.
-TEST_CLEAN = "skills:test"
-TEST_OOD = "skills:ood"
-TEST_PERTURBED = "perturbed"
-TEST_ADAPTIVE = "attack:adaptive"
-TEST_REPLAYED = "attack:replayed"
+# ---- evaluations, promotion and roll back --------------------------------------------------
 
 
 class PromotionRefused(RegistryError):
@@ -202,15 +222,6 @@ class PromotionRefused(RegistryError):
         self.report = report
 
 
-def eval_config_key(config: dict) -> str:
-    """A short stable hash of evaluation settings (Evaluation.config_key)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def evaluation_current_key() -> str:
-    return eval_config_key(PromotionPolicy.load().eval_config())
-
-
 def evaluation_record(*, version: ModelVersion, test_set: str, metrics: dict, config_key: str):
     """Store (replace) one evaluation of a version under the given settings."""
     Evaluation.objects.filter(
@@ -219,89 +230,6 @@ def evaluation_record(*, version: ModelVersion, test_set: str, metrics: dict, co
     return Evaluation.objects.create(
         model_version=version, test_set=test_set, metrics=metrics, config_key=config_key
     )
-
-
-def evaluation_results(version: ModelVersion, config_key: str | None = None) -> dict:
-    """{test_set: metrics} of a version under `config_key` (default: the current policy's)."""
-    key = config_key or evaluation_current_key()
-    rows = Evaluation.objects.filter(model_version=version, config_key=key).order_by("created_at")
-    return {row.test_set: row.metrics for row in rows}
-
-
-def _points(x) -> str:
-    return "—" if x is None else f"{100 * x:.1f}"
-
-
-def promotion_gates(
-    *, candidate: ModelVersion, active: ModelVersion | None = ..., policy=None
-) -> dict:
-    """Check a candidate against the active version with the policy's gates.
-
-    Gates: clean accuracy (skills test) not lower than the active's minus the tolerance, and (when
-    required) adaptive attack success rate strictly lower than the active's (equal at 0 passes:
-    nothing left to lower). Both models must have been evaluated with the same settings.
-
-    Returns:
-        {"passed": bool, "checks": [{"name", "passed", "detail"}], "candidate", "active",
-         "config_key"}.
-    """
-    policy = policy or PromotionPolicy.load()
-    if active is ...:
-        active = model_version_active()
-    key = eval_config_key(policy.eval_config())
-    report = {
-        "candidate": candidate.name,
-        "active": active.name if active else None,
-        "config_key": key,
-        "checks": [],
-    }
-    if active is None or active.pk == candidate.pk:
-        report["checks"].append(
-            {"name": "active model", "passed": True, "detail": "no other active version"}
-        )
-        report["passed"] = True
-        return report
-    cand, act = evaluation_results(candidate, key), evaluation_results(active, key)
-
-    def value(results, test_set, field):
-        return (results.get(test_set) or {}).get(field)
-
-    c_clean, a_clean = value(cand, TEST_CLEAN, "accuracy"), value(act, TEST_CLEAN, "accuracy")
-    tolerance = policy.clean_tolerance_points / 100.0
-    if c_clean is None or a_clean is None:
-        missing = candidate.name if c_clean is None else active.name
-        report["checks"].append(
-            {"name": "clean accuracy", "passed": False, "detail": f"{missing} is not evaluated"}
-        )
-    else:
-        report["checks"].append(
-            {
-                "name": "clean accuracy",
-                "passed": c_clean >= a_clean - tolerance - 1e-9,
-                "detail": f"{_points(c_clean)} vs active {_points(a_clean)} "
-                f"(tolerance {policy.clean_tolerance_points:g} points)",
-            }
-        )
-    if policy.require_lower_adaptive_asr:
-        # ASR is undefined (None) when the model answered no attacked dialogue correctly: nothing
-        # could be attacked, counted as 0 here (the clean-accuracy gate judges such a model).
-        c_asr = value(cand, TEST_ADAPTIVE, "asr") or 0.0
-        a_asr = value(act, TEST_ADAPTIVE, "asr") or 0.0
-        if TEST_ADAPTIVE not in cand or TEST_ADAPTIVE not in act:
-            missing = candidate.name if TEST_ADAPTIVE not in cand else active.name
-            report["checks"].append(
-                {"name": "adaptive ASR", "passed": False, "detail": f"{missing} is not attacked"}
-            )
-        else:
-            report["checks"].append(
-                {
-                    "name": "adaptive ASR",
-                    "passed": c_asr < a_asr or (c_asr == 0 and a_asr == 0),
-                    "detail": f"{_points(c_asr)}% vs active {_points(a_asr)}% (must be lower)",
-                }
-            )
-    report["passed"] = all(check["passed"] for check in report["checks"])
-    return report
 
 
 def _record(action, version, previous, user, **fields) -> PromotionRecord:

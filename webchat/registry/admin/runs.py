@@ -1,0 +1,89 @@
+"""Training runs in the admin: start one, watch its progress, loss curve and log, cancel it, and
+see its candidate's numbers beside its parent's."""
+
+from django import forms
+from django.contrib import admin
+from django.utils.safestring import mark_safe
+
+from webchat.registry.admin.html import loss_curve_svg, metrics_table_html
+from webchat.registry.admin.shapes import QueuedWorkAdmin
+from webchat.registry.models import TrainingRun
+from webchat.registry.selectors import comparison_versions
+from webchat.registry.services import training_run_cancel, training_run_start
+
+NEW_RUN_FIELDS = ("kind", "base_model", "dataset", "hyperparameters")
+
+
+class TrainingRunForm(forms.ModelForm):
+    class Meta:
+        model = TrainingRun
+        fields = NEW_RUN_FIELDS
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(QueuedWorkAdmin):
+    form = TrainingRunForm
+    list_display = (
+        "id",
+        "kind",
+        "status",
+        "percent",
+        "base_model",
+        "dataset",
+        "output_model",
+        "created_at",
+    )
+    list_filter = ("status", "kind")
+    actions = ["cancel_runs"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return (
+            *NEW_RUN_FIELDS,
+            "status",
+            "percent",
+            "loss_plot",
+            "log",
+            "error",
+            "output_model",
+            "evaluations",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        )
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return NEW_RUN_FIELDS
+        return self.get_readonly_fields(request, obj)
+
+    @admin.display(description="evaluations (candidate beside its parent)")
+    def evaluations(self, obj):
+        if obj.output_model is None:
+            return "—"
+        return metrics_table_html(comparison_versions(obj.output_model))
+
+    @admin.display(description="loss curve")
+    def loss_plot(self, obj):
+        return mark_safe(loss_curve_svg(obj.loss_curve or []))  # noqa: S308 - numbers only
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        run = training_run_start(
+            kind=obj.kind,
+            base_model=obj.base_model,
+            dataset=obj.dataset,
+            hyperparameters=obj.hyperparameters,
+            user=request.user,
+        )
+        obj.pk = run.pk
+        return None
+
+    @admin.action(description="Cancel selected runs")
+    def cancel_runs(self, request, queryset):
+        for run in queryset:
+            training_run_cancel(run=run)
+        self.message_user(request, "Cancel requested; runs stop after their current step.")
