@@ -24,14 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+from harness import free_port, random_gpt2, start_daphne
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values, q):
@@ -43,21 +39,11 @@ def make_model(path: Path) -> Path:
     import torch
 
     from modeling.checkpoint import save_model
-    from modeling.model import ModelConfig, Transformer
     from modeling.skills import pretraining_text
     from modeling.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.train(pretraining_text(500, seed=0), vocab_size=1024)
-    torch.manual_seed(0)
-    config = ModelConfig(
-        family="gpt2",
-        vocab_size=tokenizer.vocab_size,
-        block_size=512,
-        n_layer=4,
-        n_head=4,
-        n_embd=256,
-    )
-    model = Transformer(config)
+    model = random_gpt2(tokenizer, block_size=512, n_layer=4, n_head=4, n_embd=256)
     n_special = len(tokenizer.special_ids)
     with torch.no_grad():
         # A random model often picks control tokens, which print as nothing. Make the final
@@ -181,22 +167,7 @@ def main() -> None:
     port = free_port()
     logs = open(workdir / "processes.log", "w")
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "webchat.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=subprocess.STDOUT,
-        ),
+        start_daphne(port, env, logs),
         subprocess.Popen(
             [
                 sys.executable,

@@ -6,8 +6,8 @@ import openai
 import pytest
 from django.contrib.auth.models import User
 
+from webchat.accounts import services as accounts
 from webchat.accounts.models import Profile
-from webchat.chat import services
 from webchat.chat.models import Conversation, Message
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -27,7 +27,7 @@ def tiny_model(tiny_model_factory):
 def api_key(db):
     user = User.objects.create_user("api-user")
     Profile.objects.create(user=user)
-    _key, raw = services.api_key_create(user=user, name="tests")
+    _key, raw = accounts.api_key_create(user=user, name="tests")
     return raw
 
 
@@ -129,8 +129,8 @@ def test_a_bad_key_is_401(asgi_server, api_key):
     assert err.value.status_code == 401 and "API key" in err.value.message
     with pytest.raises(openai.AuthenticationError):
         client.models.list()
-    revoked = services.api_key_create(user=User.objects.get(), name="old")
-    services.api_key_revoke(user=User.objects.get(), key_id=revoked[0].pk)
+    revoked = accounts.api_key_create(user=User.objects.get(), name="old")
+    accounts.api_key_revoke(user=User.objects.get(), key_id=revoked[0].pk)
     with pytest.raises(openai.AuthenticationError):
         client_for(asgi_server, revoked[1]).models.list()
 

@@ -6,7 +6,6 @@ what is pinned down is the consumer's side of it.
 """
 
 import json
-import os
 import uuid
 
 import pytest
@@ -96,17 +95,10 @@ def bobs_chat(bob, model_version):
 
 
 def asgi_application():
-    """The real ASGI app, imported without starting the embedded worker: no generation runs
-    in these tests (they play the worker's part themselves)."""
-    previous = os.environ.get("WEBCHAT_START_EMBEDDED_WORKER")
-    os.environ["WEBCHAT_START_EMBEDDED_WORKER"] = "0"
-    try:
-        from webchat.asgi import application
-    finally:
-        if previous is None:
-            del os.environ["WEBCHAT_START_EMBEDDED_WORKER"]
-        else:
-            os.environ["WEBCHAT_START_EMBEDDED_WORKER"] = previous
+    """The real ASGI app; importing it starts no worker (webchat.startup runs only when a
+    server starts serving), and these tests play the worker's part themselves."""
+    from webchat.asgi import application
+
     return application
 
 

@@ -7,11 +7,13 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
+from webchat.accounts import services as accounts
 from webchat.accounts.models import ApiKey, Profile
 from webchat.chat import services
+from webchat.chat.markdown import render_markdown
 from webchat.chat.models import Conversation, Feedback, Message
 from webchat.chat.ratelimit import TokenBucket
-from webchat.chat.validation import ChatInputError, render_markdown, validate_params
+from webchat.chat.validation import ChatInputError, validate_params
 
 
 @pytest.fixture(autouse=True)
@@ -143,10 +145,10 @@ def test_api_keys_are_shown_once_stored_hashed_and_revocable(client, ada):
     assert raw.startswith("wc-") and raw in page.content.decode()
     key = ApiKey.objects.get()
     assert key.key_hash != raw and raw not in key.key_hash and key.prefix == raw[:10]
-    assert services.api_key_authenticate(raw_key=raw) == ada
+    assert accounts.api_key_authenticate(raw_key=raw) == ada
     assert raw not in client.get(reverse("chat:settings")).content.decode()
     client.post(reverse("chat:settings"), {"action": "revoke_key", "key_id": key.pk})
-    assert services.api_key_authenticate(raw_key=raw) is None
+    assert accounts.api_key_authenticate(raw_key=raw) is None
 
     client.post(reverse("chat:settings"), {"action": "consent", "training_consent_default": "on"})
     assert Profile.objects.get(user=ada).training_consent_default is True

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webchat.accounts.services import profile_ensure
+from webchat.accounts import services as accounts
 from webchat.chat import selectors, services
 from webchat.chat.validation import ChatInputError, limits, param_ranges, user_max_tokens
 
@@ -55,7 +55,7 @@ def index(request, conversation_id: int | None = None):
             selectors.conversation_get(user=request.user, conversation_id=conversation_id)
         except ChatInputError:
             raise Http404("No such conversation.") from None
-    profile = profile_ensure(user=request.user)
+    profile = accounts.profile_ensure(user=request.user)
     page = {
         "user": request.user.get_username(),
         "conversation_id": conversation_id,
@@ -160,24 +160,24 @@ def settings_page(request):
     if request.method == "POST":
         action = request.POST.get("action")
         if action == "consent":
-            services.profile_update(
+            accounts.profile_update(
                 user=request.user,
                 training_consent_default=request.POST.get("training_consent_default") == "on",
             )
             messages.success(request, "Saved.")
             return redirect("chat:settings")
         if action == "create_key":
-            _key, new_key = services.api_key_create(
+            _key, new_key = accounts.api_key_create(
                 user=request.user, name=request.POST.get("name", "")
             )
         elif action == "revoke_key":
             try:
-                services.api_key_revoke(user=request.user, key_id=request.POST.get("key_id"))
+                accounts.api_key_revoke(user=request.user, key_id=request.POST.get("key_id"))
                 messages.success(request, "The key was revoked.")
             except (ChatInputError, ValueError):
                 messages.error(request, "No such API key.")
             return redirect("chat:settings")
-    profile = profile_ensure(user=request.user)
+    profile = accounts.profile_ensure(user=request.user)
     context = {
         "profile": profile,
         "keys": request.user.api_keys.all(),
