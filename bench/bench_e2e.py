@@ -78,7 +78,7 @@ def setup(workdir: Path, n_users: int) -> list[str]:
     model_version_activate(version=version)
     sessions = []
     for i in range(n_users):
-        user = User.objects.create_user(f"bench{i}", password="x")
+        user = User.objects.create_user(f"bench{i}", password="x")  # noqa: S106 - a bench account
         Profile.objects.update_or_create(user=user, defaults={"rate_limit_per_minute": 10000})
         client = Client()
         client.force_login(user)
@@ -165,7 +165,7 @@ def main() -> None:
     redis.Redis.from_url(args.redis).flushdb()
     sessions = setup(workdir, max(args.clients))
     port = free_port()
-    logs = open(workdir / "processes.log", "w")
+    logs = open(workdir / "processes.log", "w")  # noqa: SIM115 - closed after the processes
     procs = [
         start_daphne(port, env, logs),
         subprocess.Popen(

@@ -26,7 +26,7 @@ def free_port() -> int:
 def start_daphne(port: int, env: dict, log) -> subprocess.Popen:
     """The site's real ASGI server, `daphne webchat.asgi:application` on 127.0.0.1:port, run
     from the repository root with `env`; its output goes to the open file `log`."""
-    return subprocess.Popen(
+    return subprocess.Popen(  # noqa: S603 - our own fixed command line, no shell
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
         + ["webchat.asgi:application"],
         cwd=ROOT,

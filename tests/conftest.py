@@ -84,8 +84,8 @@ class CeleryWorkerProcess:
             env["DATABASE_URL"] = self.database_url
         env.update(self.extra_env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the worker
+        self.proc = subprocess.Popen(  # noqa: S603 - our own fixed command line, no shell
             [
                 sys.executable,
                 "-m",

@@ -83,7 +83,7 @@ def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory):
     for name in ("REDIS_URL", "WEBCHAT_EMBEDDED_WORKER"):
         env.pop(name, None)
     log_path = var / "daphne.log"
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server (module scope)
     proc = start_daphne(port, env, log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -91,7 +91,7 @@ def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory):
         if proc.poll() is not None:
             raise RuntimeError(f"daphne exited:\n{log_path.read_text()}")
         try:
-            urllib.request.urlopen(url + "/accounts/login/", timeout=2)
+            urllib.request.urlopen(url + "/accounts/login/", timeout=2)  # noqa: S310 - our http URL
             break
         except OSError:
             if time.monotonic() > deadline:

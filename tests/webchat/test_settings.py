@@ -30,7 +30,7 @@ print(json.dumps({
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603 - our own interpreter and probe, no shell
         [sys.executable, "-c", code],
         cwd=ROOT,
         env=dict(CLEAN, DJANGO_SETTINGS_MODULE="webchat.settings", **env),

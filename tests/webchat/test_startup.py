@@ -61,7 +61,7 @@ def test_importing_the_asgi_app_starts_nothing(tmp_path):
         "from worker import embedded\n"
         "print(json.dumps({'worker': embedded.is_running()}))\n"
     )
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 - our own interpreter and probe, no shell
         [sys.executable, "-c", probe],
         cwd=ROOT,
         env=dict(ENV, WEBCHAT_VAR_DIR=str(tmp_path / "var")),
@@ -94,7 +94,7 @@ def _healthz(url: str, proc: subprocess.Popen, deadline: float) -> dict:
     while True:
         assert proc.poll() is None, "daphne exited"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our http URL
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:  # 503 with the reason is an answer too
             return json.loads(exc.read())

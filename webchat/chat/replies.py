@@ -179,10 +179,12 @@ def message_cancel(*, message_id: int) -> None:
     decode step (through the cancel flag); a finished one is left as it is."""
     from worker import cancel
 
-    if message_stop_queued(message_id=message_id) is None:
-        # Already claimed by a worker (or finished): ask the worker to stop at its next step.
-        if Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).exists():
-            cancel.request_cancel(message_id)
+    # Not queued any more: claimed by a worker (or finished); a streaming one is asked to stop.
+    if (
+        message_stop_queued(message_id=message_id) is None
+        and Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).exists()
+    ):
+        cancel.request_cancel(message_id)
 
 
 def queue_position(*, message_id: int) -> int:
