@@ -19,12 +19,11 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from harness import free_port, random_gpt2, start_daphne
+from harness import free_port, random_gpt2, start_celery_worker, start_daphne
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -168,28 +167,7 @@ def main() -> None:
     logs = open(workdir / "processes.log", "w")  # noqa: SIM115 - closed after the processes
     procs = [
         start_daphne(port, env, logs),
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                "gpu",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "32",
-                "-l",
-                "WARNING",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=subprocess.STDOUT,
-        ),
+        start_celery_worker("gpu", env, logs, concurrency=32, loglevel="WARNING"),
     ]
     url = f"ws://127.0.0.1:{port}/ws/chat/"
     rows = []

@@ -1,5 +1,5 @@
 """What the benchmarks and the tests both need to run the real system small: a free port, the
-real ASGI server in a subprocess, and a random GPT-2-family model of a chosen size.
+real ASGI server and Celery workers in subprocesses, and a random GPT-2-family model.
 
 It lives in bench/ because a benchmark runs as `python bench/x.py`, which puts bench/ (and not
 the repository root) first on sys.path, so the scripts import it as `harness` with no path set
@@ -29,6 +29,22 @@ def start_daphne(port: int, env: dict, log) -> subprocess.Popen:
     return subprocess.Popen(  # noqa: S603 - our own fixed command line, no shell
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
         + ["webchat.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def start_celery_worker(
+    queues: str, env: dict, log, *, concurrency: int, loglevel: str, extra_args=()
+) -> subprocess.Popen:
+    """A real `celery worker` for `queues` with a thread pool, run from the repository root
+    with `env` (REDIS_URL set); its output goes to the open file `log`."""
+    return subprocess.Popen(  # noqa: S603 - our own fixed command line, no shell
+        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues]
+        + ["--pool", "threads", "--concurrency", str(concurrency), "-l", loglevel]
+        + list(extra_args),
         cwd=ROOT,
         env=env,
         stdout=log,

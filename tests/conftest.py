@@ -2,14 +2,13 @@
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from bench.harness import random_gpt2
+from bench.harness import random_gpt2, start_celery_worker
 
 # Tiny test models run several times faster on one thread than on two contended ones.
 torch.set_num_threads(1)
@@ -85,31 +84,18 @@ class CeleryWorkerProcess:
         env.update(self.extra_env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the worker
-        self.proc = subprocess.Popen(  # noqa: S603 - our own fixed command line, no shell
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                self.queues,
-                "--pool",
-                "threads",
-                "--concurrency",
-                "8",
-                "-l",
-                "INFO",
+        self.proc = start_celery_worker(
+            self.queues,
+            env,
+            self.log,
+            concurrency=8,
+            loglevel="INFO",
+            extra_args=[
                 "-n",
                 f"test-{time.monotonic_ns()}@%h",
                 "--without-gossip",
                 "--without-mingle",
             ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

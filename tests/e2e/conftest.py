@@ -108,6 +108,12 @@ def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory):
     log.close()
 
 
+@pytest.fixture
+def tiny_model(active_tiny_model):
+    """The never-stopping tiny model, active: replies run to max tokens, at a steady pace."""
+    return active_tiny_model
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists() or not shutil.which(CHROMIUM):

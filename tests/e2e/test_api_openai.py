@@ -14,16 +14,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.
 
 
 @pytest.fixture
-def tiny_model(tiny_model_factory):
-    from modeling.checkpoint import model_info
-    from webchat.registry.services import model_version_activate, model_version_register
-
-    path = tiny_model_factory(0)
-    version = model_version_register(name="tiny-0", path=str(path), info=model_info(path))
-    return model_version_activate(version=version)
-
-
-@pytest.fixture
 def api_key(db):
     user = User.objects.create_user("api-user")
     Profile.objects.create(user=user)

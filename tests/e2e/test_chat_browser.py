@@ -20,17 +20,6 @@ PASSWORD = "a-long-test-password-42"  # noqa: S105 - a test account
 
 
 @pytest.fixture
-def tiny_model(tiny_model_factory):
-    """The never-stopping tiny model, active: replies run to max tokens, at a steady pace."""
-    from modeling.checkpoint import model_info
-    from webchat.registry.services import model_version_activate, model_version_register
-
-    path = tiny_model_factory(0)
-    version = model_version_register(name="tiny-0", path=str(path), info=model_info(path))
-    return model_version_activate(version=version)
-
-
-@pytest.fixture
 def script_model(tmp_path_factory):
     from modeling.checkpoint import model_info
     from webchat.registry.models import ModelVersion

@@ -4,6 +4,7 @@ The chat turns themselves travel over the websocket (consumers.py); these are th
 sidebar's JSON endpoints, exports and the settings page.
 """
 
+import functools
 import json
 
 from django.contrib import messages
@@ -33,6 +34,19 @@ def _error(exc: ChatInputError) -> JsonResponse:
         {"error": {"code": exc.code, "detail": exc.detail, **exc.extra}},
         status=STATUS.get(exc.code, 400),
     )
+
+
+def _json_errors(view):
+    """Answer a refused request (ChatInputError) with its code as JSON."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except ChatInputError as exc:
+            return _error(exc)
+
+    return wrapper
 
 
 def _body(request) -> dict:
@@ -85,40 +99,34 @@ def conversation_list(request):
 
 @login_required
 @require_POST
+@_json_errors
 def conversation_rename(request, conversation_id: int):
-    try:
-        conversation = services.conversation_rename(
-            user=request.user, conversation_id=conversation_id, title=_body(request).get("title")
-        )
-    except ChatInputError as exc:
-        return _error(exc)
+    conversation = services.conversation_rename(
+        user=request.user, conversation_id=conversation_id, title=_body(request).get("title")
+    )
     return JsonResponse({"conversation": selectors.conversation_meta(conversation)})
 
 
 @login_required
 @require_POST
+@_json_errors
 def conversation_update(request, conversation_id: int):
-    try:
-        body = _body(request)
-        conversation = services.conversation_update(
-            user=request.user,
-            conversation_id=conversation_id,
-            system_prompt=body.get("system_prompt"),
-            model_version_id=body.get("model_version", ...),
-            training_consent=body.get("training_consent"),
-        )
-    except ChatInputError as exc:
-        return _error(exc)
+    body = _body(request)
+    conversation = services.conversation_update(
+        user=request.user,
+        conversation_id=conversation_id,
+        system_prompt=body.get("system_prompt"),
+        model_version_id=body.get("model_version", ...),
+        training_consent=body.get("training_consent"),
+    )
     return JsonResponse({"conversation": selectors.conversation_meta(conversation)})
 
 
 @login_required
 @require_POST
+@_json_errors
 def conversation_delete(request, conversation_id: int):
-    try:
-        services.conversation_delete(user=request.user, conversation_id=conversation_id)
-    except ChatInputError as exc:
-        return _error(exc)
+    services.conversation_delete(user=request.user, conversation_id=conversation_id)
     return JsonResponse({"deleted": conversation_id})
 
 
