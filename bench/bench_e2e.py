@@ -170,7 +170,6 @@ def main() -> None:
         start_celery_worker("gpu", env, logs, concurrency=32, loglevel="WARNING"),
     ]
     url = f"ws://127.0.0.1:{port}/ws/chat/"
-    rows = []
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -180,38 +179,44 @@ def main() -> None:
             except OSError:
                 time.sleep(0.3)
         asyncio.run(round_of(url, sessions, 1, 4))  # warm-up: loads the model in the worker
-        for n in args.clients:
-            results = []
-            for r in range(args.rounds):
-                got = asyncio.run(round_of(url, sessions, n, args.new_tokens))
-                if r:  # the first round of each size warms the engine's batch shapes
-                    results += got
-            missing = [x for x in results if x["client_ttft_ms"] is None]
-            if missing:
-                raise RuntimeError(f"replies without any delta: {missing[:3]}")
-            client = [x["client_ttft_ms"] for x in results]
-            engine = [x["engine_ttft_ms"] for x in results]
-            overhead = [c - e for c, e in zip(client, engine)]
-            rows.append(
-                {
-                    "clients": n,
-                    "replies": len(results),
-                    "client_ttft_p50_ms": statistics.median(client),
-                    "client_ttft_p95_ms": percentile(client, 0.95),
-                    "engine_ttft_p50_ms": statistics.median(engine),
-                    "overhead_p50_ms": statistics.median(overhead),
-                    "overhead_p95_ms": percentile(overhead, 0.95),
-                    "total_p50_ms": statistics.median(x["total_ms"] for x in results),
-                    "all_done": all(x["status"] == "done" for x in results),
-                }
-            )
+        rows = [measure(url, sessions, n, args.rounds, args.new_tokens) for n in args.clients]
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(10)
         logs.close()
+    print_table(rows)
+    print(json.dumps({"bench": "e2e", "new_tokens": args.new_tokens, "rows": rows}))
 
+
+def measure(url: str, sessions: list[str], n: int, rounds: int, new_tokens: int) -> dict:
+    """One table row: `rounds` rounds of `n` concurrent turns, the first one not counted."""
+    results = []
+    for r in range(rounds):
+        got = asyncio.run(round_of(url, sessions, n, new_tokens))
+        if r:  # the first round of each size warms the engine's batch shapes
+            results += got
+    missing = [x for x in results if x["client_ttft_ms"] is None]
+    if missing:
+        raise RuntimeError(f"replies without any delta: {missing[:3]}")
+    client = [x["client_ttft_ms"] for x in results]
+    engine = [x["engine_ttft_ms"] for x in results]
+    overhead = [c - e for c, e in zip(client, engine)]
+    return {
+        "clients": n,
+        "replies": len(results),
+        "client_ttft_p50_ms": statistics.median(client),
+        "client_ttft_p95_ms": percentile(client, 0.95),
+        "engine_ttft_p50_ms": statistics.median(engine),
+        "overhead_p50_ms": statistics.median(overhead),
+        "overhead_p95_ms": percentile(overhead, 0.95),
+        "total_p50_ms": statistics.median(x["total_ms"] for x in results),
+        "all_done": all(x["status"] == "done" for x in results),
+    }
+
+
+def print_table(rows: list[dict]) -> None:
     head = [
         "clients",
         "replies",
@@ -238,7 +243,6 @@ def main() -> None:
                 ]
             )
         )
-    print(json.dumps({"bench": "e2e", "new_tokens": args.new_tokens, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -109,14 +109,19 @@ def message_snapshot(*, user, message_id) -> dict:
     return message_data(message, feedback)
 
 
+def _feedback_by_message(*, conversation: Conversation, user) -> dict[int, Feedback]:
+    """The user's feedback on the conversation's messages, by message id."""
+    return {
+        f.message_id: f
+        for f in Feedback.objects.filter(message__conversation=conversation, user=user)
+    }
+
+
 def conversation_snapshot(*, user, conversation_id) -> dict:
     """The whole conversation tree (every branch) as the page needs it."""
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     messages = list(conversation.messages.select_related("model_version").order_by("pk"))
-    feedback = {
-        f.message_id: f
-        for f in Feedback.objects.filter(message__conversation=conversation, user=user)
-    }
+    feedback = _feedback_by_message(conversation=conversation, user=user)
     return {
         "conversation": conversation_meta(conversation),
         "messages": [message_data(m, feedback.get(m.pk)) for m in messages],
@@ -169,10 +174,7 @@ def conversation_export(*, user, conversation_id) -> dict:
     """A conversation as JSON: its settings, every message of every branch, and feedback."""
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     messages = list(conversation.messages.order_by("pk"))
-    feedback = {
-        f.message_id: f
-        for f in Feedback.objects.filter(message__conversation=conversation, user=user)
-    }
+    feedback = _feedback_by_message(conversation=conversation, user=user)
     out = conversation_meta(conversation)
     out["created_at"] = conversation.created_at.isoformat()
     out["model_version"] = conversation.model_version.name if conversation.model_version else None
