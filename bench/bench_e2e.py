@@ -19,19 +19,14 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from harness import free_port, random_gpt2, start_celery_worker, start_daphne
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values, q):
@@ -43,21 +38,11 @@ def make_model(path: Path) -> Path:
     import torch
 
     from modeling.checkpoint import save_model
-    from modeling.model import ModelConfig, Transformer
     from modeling.skills import pretraining_text
     from modeling.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.train(pretraining_text(500, seed=0), vocab_size=1024)
-    torch.manual_seed(0)
-    config = ModelConfig(
-        family="gpt2",
-        vocab_size=tokenizer.vocab_size,
-        block_size=512,
-        n_layer=4,
-        n_head=4,
-        n_embd=256,
-    )
-    model = Transformer(config)
+    model = random_gpt2(tokenizer, block_size=512, n_layer=4, n_head=4, n_embd=256)
     n_special = len(tokenizer.special_ids)
     with torch.no_grad():
         # A random model often picks control tokens, which print as nothing. Make the final
@@ -92,7 +77,7 @@ def setup(workdir: Path, n_users: int) -> list[str]:
     model_version_activate(version=version)
     sessions = []
     for i in range(n_users):
-        user = User.objects.create_user(f"bench{i}", password="x")
+        user = User.objects.create_user(f"bench{i}", password="x")  # noqa: S106 - a bench account
         Profile.objects.update_or_create(user=user, defaults={"rate_limit_per_minute": 10000})
         client = Client()
         client.force_login(user)
@@ -179,49 +164,12 @@ def main() -> None:
     redis.Redis.from_url(args.redis).flushdb()
     sessions = setup(workdir, max(args.clients))
     port = free_port()
-    logs = open(workdir / "processes.log", "w")
+    logs = open(workdir / "processes.log", "w")  # noqa: SIM115 - closed after the processes
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "webchat.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                "gpu",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "32",
-                "-l",
-                "WARNING",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=subprocess.STDOUT,
-        ),
+        start_daphne(port, env, logs),
+        start_celery_worker("gpu", env, logs, concurrency=32, loglevel="WARNING"),
     ]
     url = f"ws://127.0.0.1:{port}/ws/chat/"
-    rows = []
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -231,38 +179,44 @@ def main() -> None:
             except OSError:
                 time.sleep(0.3)
         asyncio.run(round_of(url, sessions, 1, 4))  # warm-up: loads the model in the worker
-        for n in args.clients:
-            results = []
-            for r in range(args.rounds):
-                got = asyncio.run(round_of(url, sessions, n, args.new_tokens))
-                if r:  # the first round of each size warms the engine's batch shapes
-                    results += got
-            missing = [x for x in results if x["client_ttft_ms"] is None]
-            if missing:
-                raise RuntimeError(f"replies without any delta: {missing[:3]}")
-            client = [x["client_ttft_ms"] for x in results]
-            engine = [x["engine_ttft_ms"] for x in results]
-            overhead = [c - e for c, e in zip(client, engine)]
-            rows.append(
-                {
-                    "clients": n,
-                    "replies": len(results),
-                    "client_ttft_p50_ms": statistics.median(client),
-                    "client_ttft_p95_ms": percentile(client, 0.95),
-                    "engine_ttft_p50_ms": statistics.median(engine),
-                    "overhead_p50_ms": statistics.median(overhead),
-                    "overhead_p95_ms": percentile(overhead, 0.95),
-                    "total_p50_ms": statistics.median(x["total_ms"] for x in results),
-                    "all_done": all(x["status"] == "done" for x in results),
-                }
-            )
+        rows = [measure(url, sessions, n, args.rounds, args.new_tokens) for n in args.clients]
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(10)
         logs.close()
+    print_table(rows)
+    print(json.dumps({"bench": "e2e", "new_tokens": args.new_tokens, "rows": rows}))
 
+
+def measure(url: str, sessions: list[str], n: int, rounds: int, new_tokens: int) -> dict:
+    """One table row: `rounds` rounds of `n` concurrent turns, the first one not counted."""
+    results = []
+    for r in range(rounds):
+        got = asyncio.run(round_of(url, sessions, n, new_tokens))
+        if r:  # the first round of each size warms the engine's batch shapes
+            results += got
+    missing = [x for x in results if x["client_ttft_ms"] is None]
+    if missing:
+        raise RuntimeError(f"replies without any delta: {missing[:3]}")
+    client = [x["client_ttft_ms"] for x in results]
+    engine = [x["engine_ttft_ms"] for x in results]
+    overhead = [c - e for c, e in zip(client, engine)]
+    return {
+        "clients": n,
+        "replies": len(results),
+        "client_ttft_p50_ms": statistics.median(client),
+        "client_ttft_p95_ms": percentile(client, 0.95),
+        "engine_ttft_p50_ms": statistics.median(engine),
+        "overhead_p50_ms": statistics.median(overhead),
+        "overhead_p95_ms": percentile(overhead, 0.95),
+        "total_p50_ms": statistics.median(x["total_ms"] for x in results),
+        "all_done": all(x["status"] == "done" for x in results),
+    }
+
+
+def print_table(rows: list[dict]) -> None:
     head = [
         "clients",
         "replies",
@@ -289,7 +243,6 @@ def main() -> None:
                 ]
             )
         )
-    print(json.dumps({"bench": "e2e", "new_tokens": args.new_tokens, "rows": rows}))
 
 
 if __name__ == "__main__":

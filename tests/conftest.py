@@ -2,22 +2,35 @@
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench.harness import random_gpt2, start_celery_worker
+
 # Tiny test models run several times faster on one thread than on two contended ones.
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
-# Importing the ASGI app in tests must not start a worker or train the default model; tests that
-# want either start them explicitly.
+# A server the tests start (tests/e2e) must not start a worker or train the default model
+# unless the test asks for it; the subprocesses inherit these.
 os.environ.setdefault("WEBCHAT_START_EMBEDDED_WORKER", "0")
 os.environ.setdefault("WEBCHAT_AUTO_DEFAULT_MODEL", "0")
 REQUIRE_SERVICES = os.environ.get("WEBCHAT_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """The SQLite test database is a file (not :memory:) so that worker and server
+    subprocesses can open it, one per test process."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        name = Path(settings.VAR_DIR) / f"test-db-{os.getpid()}.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(name)
 
 
 def _service_missing(what: str) -> None:
@@ -69,32 +82,20 @@ class CeleryWorkerProcess:
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
         env.update(self.extra_env)
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.app",
-                "worker",
-                "-Q",
-                self.queues,
-                "--pool",
-                "threads",
-                "--concurrency",
-                "8",
-                "-l",
-                "INFO",
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the worker
+        self.proc = start_celery_worker(
+            self.queues,
+            env,
+            self.log,
+            concurrency=8,
+            loglevel="INFO",
+            extra_args=[
                 "-n",
                 f"test-{time.monotonic_ns()}@%h",
                 "--without-gossip",
                 "--without-mingle",
             ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -172,23 +173,11 @@ def make_tiny_model_dir(path: Path, seed: int = 0, never_stops: bool = True) -> 
         never_stops: push the end-of-turn logit far down so replies run to max_new_tokens, which
             makes streaming, stop and kill tests deterministic in length.
     """
-    import torch
-
     from modeling.checkpoint import save_model
-    from modeling.model import ModelConfig, Transformer
     from modeling.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.train(TINY_CORPUS, vocab_size=300, min_frequency=1)
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        family="gpt2",
-        vocab_size=tokenizer.vocab_size,
-        block_size=512,
-        n_layer=2,
-        n_head=2,
-        n_embd=32,
-    )
-    model = Transformer(config)
+    model = random_gpt2(tokenizer, seed=seed, block_size=512, n_layer=2, n_head=2, n_embd=32)
     if never_stops:
         with torch.no_grad():
             wte = model.transformer.wte.weight

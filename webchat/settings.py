@@ -4,10 +4,12 @@ With nothing set you get the embedded default: SQLite under var/, the in-memory 
 Celery on an in-process memory transport with a worker thread inside the web process. DATABASE_URL
 switches to PostgreSQL; REDIS_URL switches Celery's broker/result backend and the channel layer to
 Redis, with separate worker processes. DJANGO_DEBUG=0 is production mode and needs
-DJANGO_SECRET_KEY.
+DJANGO_SECRET_KEY. Every variable read here is listed in docs/deploy.md.
+
+Reading this module has no side effects: folders are made where files are written, and the
+server's start-up work is webchat.startup's.
 """
 
-import os
 from pathlib import Path
 
 import environ
@@ -18,7 +20,6 @@ env = environ.Env()
 
 VAR_DIR = Path(env("WEBCHAT_VAR_DIR", default=str(BASE_DIR / "var")))
 MODELS_DIR = Path(env("WEBCHAT_MODELS_DIR", default=str(VAR_DIR / "models")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 
@@ -89,6 +90,9 @@ TEMPLATES = [
 # --- database -------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's SQLite backend, which also makes the database's folder (a fresh checkout has no
+    # var/).
+    DATABASES["default"]["ENGINE"] = "webchat.sqlite3"
     # The embedded worker writes from threads while the web side reads: WAL and a busy timeout
     # keep SQLite from answering "database is locked".
     DATABASES["default"]["OPTIONS"] = {
@@ -96,9 +100,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file (not :memory:) so worker subprocesses in tests can open it; one per test process.
-    test_db = VAR_DIR / f"test-db-{os.getpid()}.sqlite3"
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(test_db)
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -106,6 +107,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- redis, channels, celery ----------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
 EMBEDDED_WORKER = env.bool("WEBCHAT_EMBEDDED_WORKER", default=not REDIS_URL)
+# What the web server does when it starts (webchat.startup): start the embedded worker (when
+# EMBEDDED_WORKER allows one), and train the default model when there is no model at all.
+START_EMBEDDED_WORKER = env.bool("WEBCHAT_START_EMBEDDED_WORKER", default=True)
+AUTO_DEFAULT_MODEL = env.bool("WEBCHAT_AUTO_DEFAULT_MODEL", default=True)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -208,7 +213,7 @@ LOGGING = {
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
 
-# --- product limits (the chat issue builds on these) ---------------------------------------
+# --- product limits: the one place their defaults are (webchat.chat.validation.limits) -------
 WEBCHAT = {
     "MAX_MESSAGE_CHARS": env.int("WEBCHAT_MAX_MESSAGE_CHARS", default=4000),
     "MAX_SYSTEM_PROMPT_CHARS": env.int("WEBCHAT_MAX_SYSTEM_PROMPT_CHARS", default=4000),

@@ -101,11 +101,11 @@ def generate_reply(message_id: int) -> dict:
     Returns:
         {"message_id", "status"}; status "skipped" when the message was not queued any more.
     """
-    from webchat.chat import streaming
+    from webchat.chat import replies
     from webchat.registry.services import model_version_active
     from worker import cancel
 
-    message = streaming.message_claim(message_id=message_id)
+    message = replies.message_claim(message_id=message_id)
     if message is None:
         return {"message_id": message_id, "status": "skipped"}
     relay = Relay(message)
@@ -126,12 +126,12 @@ def generate_reply(message_id: int) -> dict:
         started = {"type": "chat.started", "message_id": message.pk, "model_version": version.name}
         request = build_request(message, engine, chat_format, relay)
         if isinstance(request, str):
-            streaming.push(message.conversation_id, started)
+            replies.push(message.conversation_id, started)
             return relay.fail(request)
         handle = engine.submit(request)
         # Tell the watchers while the engine runs the prefill, not before: the push is off the
         # path to the first token. Every delta is pushed after this, from this thread.
-        streaming.push(message.conversation_id, started)
+        replies.push(message.conversation_id, started)
         relay.stream(handle, lambda: cancel.is_cancelled(message_id))
         return {"message_id": message_id, "status": relay.status}
     except SoftTimeLimitExceeded:
@@ -150,7 +150,7 @@ def build_request(message, engine, chat_format, relay):
     from modeling.chat import ContextTooLongError
     from modeling.engine import Request
     from modeling.generate import SamplingParams
-    from webchat.chat import streaming
+    from webchat.chat import replies
     from webchat.chat.validation import reply_token_cap
 
     params = dict(message.params or {})
@@ -165,7 +165,7 @@ def build_request(message, engine, chat_format, relay):
         sampling = SamplingParams.from_dict(params)
     except (TypeError, ValueError) as exc:
         return f"Invalid sampling parameters: {exc}"
-    turns = streaming.conversation_context(message=message)
+    turns = replies.conversation_context(message=message)
     try:
         prompt = chat_format.render_prompt(turns, max_tokens=block - max_new)
     except ContextTooLongError:
@@ -204,19 +204,19 @@ class Relay:
         return self._cancel.is_set()
 
     def flush(self) -> None:
-        from webchat.chat import streaming
+        from webchat.chat import replies
 
         if not self.pending:
             return
         self.text += self.pending
         self.seq += 1
-        if not streaming.message_save_progress(
+        if not replies.message_save_progress(
             message_id=self.message.pk, content=self.text, seq=self.seq
         ):
             self._lost = True
             self._cancel.set()
         else:
-            streaming.push(
+            replies.push(
                 self.conversation_id,
                 {
                     "type": "chat.delta",
@@ -230,7 +230,7 @@ class Relay:
 
     def stream(self, handle, is_cancelled) -> None:
         from modeling.engine import Finished
-        from webchat.chat import streaming
+        from webchat.chat import replies
 
         last_flush = last_beat = last_poll = time.monotonic()
         position = None
@@ -246,7 +246,7 @@ class Relay:
                 waiting = handle.queue_position()
                 if waiting and waiting != position:
                     position = waiting
-                    streaming.push(
+                    replies.push(
                         self.conversation_id,
                         {"type": "chat.queue", "message_id": self.message.pk, "position": waiting},
                     )
@@ -278,17 +278,17 @@ class Relay:
                 self.flush()
                 last_flush = now
             if now - last_beat >= HEARTBEAT_INTERVAL_S:
-                streaming.message_heartbeat(message_id=self.message.pk)
+                replies.message_heartbeat(message_id=self.message.pk)
                 last_beat = now
 
     def finish(self, status: str, error: str = "", usage: dict | None = None) -> None:
-        from webchat.chat import streaming
+        from webchat.chat import replies
 
         self.status = status
         usage = dict(
             usage or {}, prompt_tokens=(usage or {}).get("prompt_tokens", self.prompt_tokens)
         )
-        streaming.message_finish(
+        replies.message_finish(
             message_id=self.message.pk,
             status=status,
             content=self.text,
@@ -306,6 +306,6 @@ class Relay:
 @app.task(name="worker.generation.reap_interrupted", soft_time_limit=60, time_limit=90)
 def reap_interrupted() -> list[int]:
     """Periodic: mark messages whose worker stopped heartbeating as interrupted."""
-    from webchat.chat.streaming import messages_reap_interrupted
+    from webchat.chat.replies import messages_reap_interrupted
 
     return messages_reap_interrupted()

@@ -3,15 +3,14 @@ pytest test database, headless Debian Chromium driven by Playwright."""
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from bench.harness import free_port, random_gpt2, start_daphne
 from tests.conftest import REQUIRE_SERVICES, TINY_CORPUS, database_url_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +29,6 @@ def make_script_model_dir(path: Path) -> Path:
     import torch
 
     from modeling.checkpoint import save_model
-    from modeling.model import ModelConfig, Transformer
     from modeling.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.train(TINY_CORPUS + [SCRIPT_REPLY] * 50, vocab_size=400, min_frequency=1)
@@ -38,17 +36,10 @@ def make_script_model_dir(path: Path) -> Path:
     chain = [tokenizer.assistant_id, *ids, tokenizer.end_id]
     successor = dict(zip(chain, chain[1:]))
     assert all(successor[a] == b for a, b in zip(chain, chain[1:])), "reply needs unique bigrams"
-    torch.manual_seed(0)
-    config = ModelConfig(
-        family="gpt2",
-        vocab_size=tokenizer.vocab_size,
-        block_size=256,
-        n_layer=1,
-        n_head=2,
-        n_embd=128,
-        tie_embeddings=False,
+    model = random_gpt2(
+        tokenizer, block_size=256, n_layer=1, n_head=2, n_embd=128, tie_embeddings=False
     )
-    model = Transformer(config)
+    config = model.config
     with torch.no_grad():
         for block in model.transformer.h:  # the residual stream is then just the token embedding
             for proj in (block.attn.c_proj, block.mlp.c_proj):
@@ -64,12 +55,6 @@ def make_script_model_dir(path: Path) -> Path:
         for token, nxt in successor.items():
             model.lm_head.weight[nxt] += 5.0 * normed[token] / normed[token].norm()
     return save_model(model, tokenizer, path, meta={"name": "script-model"})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -98,30 +83,15 @@ def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory):
     for name in ("REDIS_URL", "WEBCHAT_EMBEDDED_WORKER"):
         env.pop(name, None)
     log_path = var / "daphne.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "webchat.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server (module scope)
+    proc = start_daphne(port, env, log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"daphne exited:\n{log_path.read_text()}")
         try:
-            urllib.request.urlopen(url + "/accounts/login/", timeout=2)
+            urllib.request.urlopen(url + "/accounts/login/", timeout=2)  # noqa: S310 - our http URL
             break
         except OSError:
             if time.monotonic() > deadline:
@@ -136,6 +106,12 @@ def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture
+def tiny_model(active_tiny_model):
+    """The never-stopping tiny model, active: replies run to max tokens, at a steady pace."""
+    return active_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -6,28 +6,18 @@ import openai
 import pytest
 from django.contrib.auth.models import User
 
+from webchat.accounts import services as accounts
 from webchat.accounts.models import Profile
-from webchat.chat import services
 from webchat.chat.models import Conversation, Message
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 
 @pytest.fixture
-def tiny_model(tiny_model_factory):
-    from modeling.checkpoint import model_info
-    from webchat.registry.services import model_version_activate, model_version_register
-
-    path = tiny_model_factory(0)
-    version = model_version_register(name="tiny-0", path=str(path), info=model_info(path))
-    return model_version_activate(version=version)
-
-
-@pytest.fixture
 def api_key(db):
     user = User.objects.create_user("api-user")
     Profile.objects.create(user=user)
-    _key, raw = services.api_key_create(user=user, name="tests")
+    _key, raw = accounts.api_key_create(user=user, name="tests")
     return raw
 
 
@@ -48,15 +38,18 @@ def test_a_non_streaming_completion_is_stored_like_a_chat(asgi_server, api_key, 
         temperature=0,
     )
     choice = completion.choices[0]
-    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.message.role == "assistant"
+    assert choice.message.content
     assert choice.finish_reason == "length"  # this tiny model never ends a reply by itself
     assert completion.usage.completion_tokens == 12
     assert completion.model == "tiny-0"
     reply = Message.objects.get(role="assistant")
-    assert reply.status == "done" and reply.content == choice.message.content
+    assert reply.status == "done"
+    assert reply.content == choice.message.content
     assert reply.parent.content == "What is 2+2?"
     conversation = Conversation.objects.get()
-    assert conversation.owner.username == "api-user" and conversation.system_prompt == "Be brief."
+    assert conversation.owner.username == "api-user"
+    assert conversation.system_prompt == "Be brief."
 
 
 def test_a_streaming_completion_arrives_in_chunks_that_add_up_to_the_stored_reply(
@@ -84,8 +77,10 @@ def test_a_streaming_completion_arrives_in_chunks_that_add_up_to_the_stored_repl
             finish = choice.finish_reason or finish
     assert len(texts) > 1  # streamed, not one block
     reply = Message.objects.filter(role="assistant").latest("pk")
-    assert "".join(texts) == reply.content and reply.status == "done"
-    assert finish == "length" and usage.completion_tokens == 40
+    assert "".join(texts) == reply.content
+    assert reply.status == "done"
+    assert finish == "length"
+    assert usage.completion_tokens == 40
     assert [m.role for m in Message.objects.order_by("pk")] == [
         "user",
         "assistant",
@@ -126,17 +121,18 @@ def test_a_bad_key_is_401(asgi_server, api_key):
     client = client_for(asgi_server, "wc-not-a-real-key")
     with pytest.raises(openai.AuthenticationError) as err:
         client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
-    assert err.value.status_code == 401 and "API key" in err.value.message
+    assert err.value.status_code == 401
+    assert "API key" in err.value.message
     with pytest.raises(openai.AuthenticationError):
         client.models.list()
-    revoked = services.api_key_create(user=User.objects.get(), name="old")
-    services.api_key_revoke(user=User.objects.get(), key_id=revoked[0].pk)
+    revoked = accounts.api_key_create(user=User.objects.get(), name="old")
+    accounts.api_key_revoke(user=User.objects.get(), key_id=revoked[0].pk)
     with pytest.raises(openai.AuthenticationError):
         client_for(asgi_server, revoked[1]).models.list()
 
 
 @pytest.mark.parametrize(
-    "extra, field",
+    ("extra", "field"),
     [
         ({"temperature": 5}, "temperature"),
         ({"max_tokens": 10**6}, "max_new_tokens"),
@@ -154,7 +150,8 @@ def test_out_of_range_parameters_are_400_and_nothing_is_stored(
         )
     assert err.value.status_code == 400
     assert err.value.body["param"] == field and "between" in err.value.message or field == "n"
-    assert not Message.objects.exists() and not Conversation.objects.exists()
+    assert not Message.objects.exists()
+    assert not Conversation.objects.exists()
 
 
 def test_over_the_rate_limit_is_429_with_a_retry_time(asgi_server, api_key, tiny_model):
@@ -167,6 +164,7 @@ def test_over_the_rate_limit_is_429_with_a_retry_time(asgi_server, api_key, tiny
         client.chat.completions.create(
             model="default", messages=[{"role": "user", "content": "two"}], max_tokens=4
         )
-    assert err.value.status_code == 429 and "Try again in" in err.value.message
+    assert err.value.status_code == 429
+    assert "Try again in" in err.value.message
     assert 50 <= int(err.value.response.headers["Retry-After"]) <= 60
     assert Message.objects.filter(role="user").count() == 1

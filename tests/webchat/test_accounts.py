@@ -19,11 +19,13 @@ def test_signup_creates_the_user_logs_them_in_and_shows_the_chat_page(client):
     response = client.post(
         reverse("signup"), {"username": "ada", "password1": STRONG, "password2": STRONG}
     )
-    assert response.status_code == 302 and response.url == reverse("chat:index")
+    assert response.status_code == 302
+    assert response.url == reverse("chat:index")
     assert User.objects.filter(username="ada").exists()
     assert User.objects.get(username="ada").profile.training_consent_default is False
     page = client.get(reverse("chat:index"))
-    assert page.status_code == 200 and b"ada" in page.content
+    assert page.status_code == 200
+    assert b"ada" in page.content
 
 
 def test_signup_with_a_taken_username_shows_a_form_error(client):
@@ -37,7 +39,7 @@ def test_signup_with_a_taken_username_shows_a_form_error(client):
 
 
 @pytest.mark.parametrize(
-    "password, message",
+    ("password", "message"),
     [
         ("short1", "This password is too short"),
         ("password123", "This password is too common"),
@@ -63,7 +65,8 @@ def test_signup_with_mismatched_passwords_shows_a_form_error(client):
 def test_login_logout_round_trip(client):
     User.objects.create_user("ada", password=STRONG)
     bad = client.post(reverse("login"), {"username": "ada", "password": "nope"})
-    assert bad.status_code == 200 and "Please enter a correct username" in bad.content.decode()
+    assert bad.status_code == 200
+    assert "Please enter a correct username" in bad.content.decode()
     ok = client.post(reverse("login"), {"username": "ada", "password": STRONG})
     assert ok.status_code == 302
     assert client.get(reverse("chat:index")).status_code == 200
@@ -98,7 +101,8 @@ def test_the_curator_group_exists_with_the_curation_permissions():
     group = Group.objects.get(name="curator")
     codenames = set(group.permissions.values_list("codename", flat=True))
     assert {"view_flaggedturn", "build_dataset", "add_trainingrun"} <= codenames
-    assert "delete_conversation" not in codenames and "delete_user" not in codenames
+    assert "delete_conversation" not in codenames
+    assert "delete_user" not in codenames
 
 
 def test_pages_say_when_the_default_model_is_still_training(client):

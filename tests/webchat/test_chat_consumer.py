@@ -6,7 +6,6 @@ what is pinned down is the consumer's side of it.
 """
 
 import json
-import os
 import uuid
 
 import pytest
@@ -96,17 +95,10 @@ def bobs_chat(bob, model_version):
 
 
 def asgi_application():
-    """The real ASGI app, imported without starting the embedded worker: no generation runs
-    in these tests (they play the worker's part themselves)."""
-    previous = os.environ.get("WEBCHAT_START_EMBEDDED_WORKER")
-    os.environ["WEBCHAT_START_EMBEDDED_WORKER"] = "0"
-    try:
-        from webchat.asgi import application
-    finally:
-        if previous is None:
-            del os.environ["WEBCHAT_START_EMBEDDED_WORKER"]
-        else:
-            os.environ["WEBCHAT_START_EMBEDDED_WORKER"] = previous
+    """The real ASGI app; importing it starts no worker (webchat.startup runs only when a
+    server starts serving), and these tests play the worker's part themselves."""
+    from webchat.asgi import application
+
     return application
 
 
@@ -125,14 +117,14 @@ async def connect(cookie: bytes | None) -> WebsocketCommunicator:
     return comm
 
 
-async def frame(comm, payload, timeout=5) -> dict:
+async def frame(comm, payload) -> dict:
     if isinstance(payload, dict):
         await comm.send_json_to(payload)
     elif isinstance(payload, bytes):
         await comm.send_to(bytes_data=payload)
     else:
         await comm.send_to(text_data=payload)
-    return await comm.receive_json_from(timeout=timeout)
+    return await comm.receive_json_from(timeout=5)
 
 
 async def stop(comm, message_id: int) -> dict:
@@ -201,7 +193,7 @@ BAD_FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("name, payload, code", BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
+@pytest.mark.parametrize(("name", "payload", "code"), BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
 async def test_a_bad_frame_gets_its_error_frame_saves_nothing_and_the_socket_stays_usable(
     layer, ada_cookie, model_version, name, payload, code
 ):
@@ -249,9 +241,11 @@ async def test_another_users_ids_are_not_found_for_every_frame_type(
     before = await db(counts)()
     comm = await connect(ada_cookie)
     reply = await frame(comm, frames[kind])
-    assert reply["type"] == "error" and reply["code"] == "not_found", reply
+    assert reply["type"] == "error", reply
+    assert reply["code"] == "not_found", reply
     # Nothing of Bob's leaks (ids are only echoed back: the sender already has them).
-    assert "forty-two" not in json.dumps(reply) and "secrets" not in json.dumps(reply)
+    assert "forty-two" not in json.dumps(reply)
+    assert "secrets" not in json.dumps(reply)
     assert await db(counts)() == before
     answer = bobs_chat[2]
     await db(answer.refresh_from_db)()
@@ -280,16 +274,22 @@ async def test_send_starts_a_conversation_and_queues_the_reply(
             "params": {"temperature": 0, "max_new_tokens": 16},
         },
     )
-    assert reply["type"] == "accepted" and reply["ref"] == 1 and reply["created"]
+    assert reply["type"] == "accepted"
+    assert reply["ref"] == 1
+    assert reply["created"]
     conversation = await db(Conversation.objects.get)(pk=reply["conversation"]["id"])
-    assert conversation.owner_id == ada.pk and conversation.training_consent is True
+    assert conversation.owner_id == ada.pk
+    assert conversation.training_consent is True
     assert conversation.title == "What is **2+2**?"
     user_message = await db(Message.objects.get)(pk=reply["user_message"]["id"])
     assistant = await db(Message.objects.get)(pk=reply["message"]["id"])
-    assert user_message.role == "user" and user_message.parent_id is None
-    assert assistant.role == "assistant" and assistant.status == "queued"
+    assert user_message.role == "user"
+    assert user_message.parent_id is None
+    assert assistant.role == "assistant"
+    assert assistant.status == "queued"
     assert assistant.parent_id == user_message.pk
-    assert assistant.params["max_new_tokens"] == 16 and assistant.params["do_sample"] is False
+    assert assistant.params["max_new_tokens"] == 16
+    assert assistant.params["do_sample"] is False
     assert reply["position"] >= 0
     await comm.disconnect()
 
@@ -304,7 +304,8 @@ async def test_a_second_reply_while_one_is_active_is_refused_as_busy(
     second = await frame(
         comm, {"type": "send", "text": "two", "conversation_id": first["conversation"]["id"]}
     )
-    assert second["type"] == "error" and second["code"] == "busy"
+    assert second["type"] == "error"
+    assert second["code"] == "busy"
     assert await db(counts)() == before
     regen = await frame(comm, {"type": "regenerate", "message_id": first["message"]["id"]})
     assert regen["code"] == "busy"
@@ -325,7 +326,8 @@ async def test_the_rate_limit_refuses_with_a_retry_time(layer, ada, ada_cookie, 
     await stop(comm, second["message"]["id"])
     before = await db(counts)()
     third = await frame(comm, {"type": "send", "text": "three", "conversation_id": conversation_id})
-    assert third["type"] == "error" and third["code"] == "rate_limited"
+    assert third["type"] == "error"
+    assert third["code"] == "rate_limited"
     assert 0 < third["retry_after"] <= 30
     assert "Try again in" in third["detail"]
     assert await db(counts)() == before
@@ -336,7 +338,8 @@ async def test_the_rate_limit_refuses_with_a_retry_time(layer, ada, ada_cookie, 
 async def test_no_active_model_is_a_clear_error(layer, ada_cookie):
     comm = await connect(ada_cookie)
     reply = await frame(comm, {"type": "send", "text": "hi"})
-    assert reply["code"] == "no_model" and "No model is ready" in reply["detail"]
+    assert reply["code"] == "no_model"
+    assert "No model is ready" in reply["detail"]
     assert await db(counts)() == (0, 0, 0)
     await comm.disconnect()
 
@@ -371,8 +374,10 @@ async def test_deltas_stream_as_sanitised_html_and_a_new_socket_resumes_without_
 
     await _worker_streams(message_id, conversation_id, 1, "Hello <script>alert(1)</script>")
     delta = await first.receive_json_from(timeout=5)
-    assert delta["type"] == "delta" and delta["seq"] == 1
-    assert "<script>" not in delta["html"] and "&lt;script&gt;" in delta["html"]
+    assert delta["type"] == "delta"
+    assert delta["seq"] == 1
+    assert "<script>" not in delta["html"]
+    assert "&lt;script&gt;" in delta["html"]
 
     await _worker_streams(message_id, conversation_id, 2, " **world**")
     assert (await first.receive_json_from(timeout=5))["seq"] == 2
@@ -382,7 +387,8 @@ async def test_deltas_stream_as_sanitised_html_and_a_new_socket_resumes_without_
     snapshot = await frame(second, {"type": "subscribe", "conversation_id": conversation_id})
     assert snapshot["type"] == "conversation"
     reply = next(m for m in snapshot["messages"] if m["id"] == message_id)
-    assert reply["last_seq"] == 2 and reply["status"] == "streaming"
+    assert reply["last_seq"] == 2
+    assert reply["status"] == "streaming"
     assert "<strong>world</strong>" in reply["html"]
 
     # ...a late duplicate of seq 2 is dropped, seq 3 continues the stream on both sockets.
@@ -393,7 +399,8 @@ async def test_deltas_stream_as_sanitised_html_and_a_new_socket_resumes_without_
     await _worker_streams(message_id, conversation_id, 3, "!")
     for comm in (first, second):
         delta = await comm.receive_json_from(timeout=5)
-        assert delta["seq"] == 3 and delta["text"] == "!"
+        assert delta["seq"] == 3
+        assert delta["text"] == "!"
         assert delta["html"].count("world") == 1
     assert await second.receive_nothing(timeout=0.2)
 
@@ -420,7 +427,9 @@ async def test_deltas_stream_as_sanitised_html_and_a_new_socket_resumes_without_
         },
     )
     done = await second.receive_json_from(timeout=5)
-    assert done["type"] == "done" and done["status"] == "done" and done["last_seq"] == 5
+    assert done["type"] == "done"
+    assert done["status"] == "done"
+    assert done["last_seq"] == 5
     await first.disconnect()
     await second.disconnect()
 
@@ -432,7 +441,8 @@ async def test_stop_of_a_queued_reply_marks_it_stopped_and_tells_the_page(
     accepted = await frame(comm, {"type": "send", "text": "hi"})
     message_id = accepted["message"]["id"]
     done = await stop(comm, message_id)
-    assert done["status"] == "stopped" and done["content"] == ""
+    assert done["status"] == "stopped"
+    assert done["content"] == ""
     assert (await db(Message.objects.get)(pk=message_id)).status == "stopped"
     await comm.disconnect()
 
@@ -454,8 +464,10 @@ async def test_regenerate_adds_a_sibling_reply_and_edit_adds_a_sibling_user_turn
             "params": {"temperature": 1.2, "seed": 7},
         },
     )
-    assert regen["type"] == "accepted" and regen["user_message"] is None
-    assert regen["message"]["parent_id"] == user_turn and regen["message"]["id"] != first_reply
+    assert regen["type"] == "accepted"
+    assert regen["user_message"] is None
+    assert regen["message"]["parent_id"] == user_turn
+    assert regen["message"]["id"] != first_reply
     assert regen["message"]["params"]["seed"] == 7
     await stop(comm, regen["message"]["id"])
 
@@ -492,11 +504,13 @@ async def test_feedback_with_a_correction_is_saved_and_updated(
             "corrected_reply": "Paris.",
         },
     )
-    assert saved["type"] == "feedback_saved" and saved["feedback"]["corrected_reply"] == "Paris."
+    assert saved["type"] == "feedback_saved"
+    assert saved["feedback"]["corrected_reply"] == "Paris."
     again = await frame(comm, {"type": "feedback", "message_id": message_id, "rating": 1})
     assert again["type"] == "feedback_saved"
     feedback = await db(Feedback.objects.get)(message_id=message_id)
-    assert feedback.rating == 1 and feedback.user_id == ada.pk
+    assert feedback.rating == 1
+    assert feedback.user_id == ada.pk
     bad = await frame(comm, {"type": "feedback", "message_id": message_id, "rating": 5})
     assert bad["code"] == "out_of_range"
     bad = await frame(

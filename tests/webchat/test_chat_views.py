@@ -7,11 +7,13 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
+from webchat.accounts import services as accounts
 from webchat.accounts.models import ApiKey, Profile
 from webchat.chat import services
+from webchat.chat.markdown import render_markdown
 from webchat.chat.models import Conversation, Feedback, Message
 from webchat.chat.ratelimit import TokenBucket
-from webchat.chat.validation import ChatInputError, render_markdown, validate_params
+from webchat.chat.validation import ChatInputError, validate_params
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +69,8 @@ def test_the_chat_page_carries_the_sidebar_ranges_and_the_open_conversation(clie
         "label": "Temperature",
         "step": 0.05,
     }
-    assert b'id="page-data"' in page.content and b"chat/chat.js" in page.content
+    assert b'id="page-data"' in page.content
+    assert b"chat/chat.js" in page.content
     assert "script-src 'self'" in page["Content-Security-Policy"]
 
 
@@ -83,9 +86,11 @@ def test_another_users_conversation_page_and_endpoints_are_404(client, bob, chat
         ("conversation_delete", {}),
     ]:
         response = post_json(client, reverse(f"chat:{name}", args=[cid]), body)
-        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
     chat[0].refresh_from_db()
-    assert chat[0].title == "Capitals" and not chat[0].training_consent
+    assert chat[0].title == "Capitals"
+    assert not chat[0].training_consent
     assert client.get(reverse("chat:conversation_list")).json() == {"conversations": []}
 
 
@@ -97,7 +102,8 @@ def test_rename_search_settings_and_delete(client, ada, chat):
     too_long = post_json(
         client, reverse("chat:conversation_rename", args=[cid]), {"title": "x" * 201}
     )
-    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "too_long"
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "too_long"
     found = client.get(reverse("chat:conversation_list"), {"q": "ge"}).json()["conversations"]
     assert [c["id"] for c in found] == [cid]
     assert client.get(reverse("chat:conversation_list"), {"q": "zz"}).json()["conversations"] == []
@@ -115,21 +121,25 @@ def test_rename_search_settings_and_delete(client, ada, chat):
 
     deleted = post_json(client, reverse("chat:conversation_delete", args=[cid]), {})
     assert deleted.json() == {"deleted": cid}
-    assert not Conversation.objects.exists() and not Message.objects.exists()
+    assert not Conversation.objects.exists()
+    assert not Message.objects.exists()
 
 
 def test_exports_hold_every_branch_in_json_and_the_newest_branch_in_markdown(client, ada, chat):
     client.force_login(ada)
     cid = chat[0].pk
     data = json.loads(client.get(reverse("chat:export_json", args=[cid])).content)
-    assert data["title"] == "Capitals" and data["system_prompt"] == "Be brief"
+    assert data["title"] == "Capitals"
+    assert data["system_prompt"] == "Be brief"
     assert [m["content"] for m in data["messages"]] == ["Capital of France?", "Lyon", "**Paris**"]
     assert data["messages"][1]["feedback"]["corrected_reply"] == "Paris."
     assert data["current_branch"] == [chat[1].pk, chat[3].pk]
     md = client.get(reverse("chat:export_md", args=[cid]))
     assert md["Content-Type"].startswith("text/markdown")
     text = md.content.decode()
-    assert "# Capitals" in text and "**Paris**" in text and "Lyon" not in text
+    assert "# Capitals" in text
+    assert "**Paris**" in text
+    assert "Lyon" not in text
 
     everything = json.loads(client.get(reverse("chat:data_export")).content)
     assert everything["user"]["username"] == "ada"
@@ -140,13 +150,16 @@ def test_api_keys_are_shown_once_stored_hashed_and_revocable(client, ada):
     client.force_login(ada)
     page = client.post(reverse("chat:settings"), {"action": "create_key", "name": "laptop"})
     raw = page.context["new_key"]
-    assert raw.startswith("wc-") and raw in page.content.decode()
+    assert raw.startswith("wc-")
+    assert raw in page.content.decode()
     key = ApiKey.objects.get()
-    assert key.key_hash != raw and raw not in key.key_hash and key.prefix == raw[:10]
-    assert services.api_key_authenticate(raw_key=raw) == ada
+    assert key.key_hash != raw
+    assert raw not in key.key_hash
+    assert key.prefix == raw[:10]
+    assert accounts.api_key_authenticate(raw_key=raw) == ada
     assert raw not in client.get(reverse("chat:settings")).content.decode()
     client.post(reverse("chat:settings"), {"action": "revoke_key", "key_id": key.pk})
-    assert services.api_key_authenticate(raw_key=raw) is None
+    assert accounts.api_key_authenticate(raw_key=raw) is None
 
     client.post(reverse("chat:settings"), {"action": "consent", "training_consent_default": "on"})
     assert Profile.objects.get(user=ada).training_consent_default is True
@@ -158,8 +171,10 @@ def test_markdown_renders_but_no_html_or_script_survives():
         "<img src=x onerror=alert(1)>\n\n[link](javascript:alert(1)) [ok](https://example.org)"
         "\n\n![pic](https://tracker.example/p.png)\n\n```python\nprint('<b>')\n```\n\n- a\n- b"
     )
-    assert "<h1>Title</h1>" in html and "<strong>bold</strong>" in html
-    assert '<code class="language-python">' in html and "&lt;b&gt;" in html
+    assert "<h1>Title</h1>" in html
+    assert "<strong>bold</strong>" in html
+    assert '<code class="language-python">' in html
+    assert "&lt;b&gt;" in html
     assert "<ul>" in html
     for bad in ("<script", "<img", 'href="javascript'):
         assert bad not in html
@@ -171,8 +186,10 @@ def test_markdown_renders_but_no_html_or_script_survives():
 
 def test_sampling_params_take_defaults_and_refuse_out_of_range_values():
     params = validate_params({"temperature": 0, "num_beams": 3}, max_tokens=512)
-    assert params["do_sample"] is False and params["num_beams"] == 3
-    assert params["max_new_tokens"] == 256 and params["seed"] is None
+    assert params["do_sample"] is False
+    assert params["num_beams"] == 3
+    assert params["max_new_tokens"] == 256
+    assert params["seed"] is None
     assert validate_params({}, max_tokens=100)["max_new_tokens"] == 100
     cases = [
         ({"max_new_tokens": 101}, "out_of_range"),
@@ -196,7 +213,8 @@ def test_a_staff_set_token_cap_is_enforced(db, ada):
     Profile.objects.filter(user=ada).update(max_tokens_per_reply=32)
     with pytest.raises(ChatInputError) as err:
         services.message_send(user=ada, text="hi", params={"max_new_tokens": 33})
-    assert err.value.code == "out_of_range" and "between 1 and 32" in err.value.detail
+    assert err.value.code == "out_of_range"
+    assert "between 1 and 32" in err.value.detail
     assert not Message.objects.exists()
 
 
@@ -208,7 +226,8 @@ def test_the_token_bucket_allows_a_burst_then_says_when_to_retry(request, backen
     now = 1000.0
     assert all(bucket.take("u", 3, now=now).allowed for _ in range(3))
     refused = bucket.take("u", 3, now=now)
-    assert not refused.allowed and refused.retry_after == pytest.approx(20, abs=0.01)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(20, abs=0.01)
     assert "Try again in 20 seconds" in refused.message()
     assert not bucket.take("u", 3, now=now + 19).allowed
     assert bucket.take("u", 3, now=now + 20.5).allowed  # one token refilled (3 per minute)

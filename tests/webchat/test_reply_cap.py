@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def user(db):
-    return User.objects.create_user("capped", password="x")
+    return User.objects.create_user("capped", password="x")  # noqa: S106 - a test account
 
 
 def test_a_reply_asks_for_no_more_than_the_model_can_give(user, active_tiny_model):

@@ -30,7 +30,7 @@ print(json.dumps({
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603 - our own interpreter and probe, no shell
         [sys.executable, "-c", code],
         cwd=ROOT,
         env=dict(CLEAN, DJANGO_SETTINGS_MODULE="webchat.settings", **env),
@@ -44,12 +44,23 @@ def test_embedded_default_needs_no_environment():
     out = run_python(PROBE)
     assert out.returncode == 0, out.stderr
     cfg = json.loads(out.stdout.strip().splitlines()[-1])
-    assert cfg["db"] == "django.db.backends.sqlite3"
+    assert cfg["db"] == "webchat.sqlite3"  # Django's, making the database's folder
     assert cfg["db_name"].endswith("var/db.sqlite3")
     assert cfg["layer"] == "channels.layers.InMemoryChannelLayer"
     assert cfg["broker"] == "memory://"
     assert cfg["embedded"] is True
     assert cfg["debug"] is True
+
+
+def test_reading_the_settings_makes_no_folder_and_the_database_makes_its_own(tmp_path):
+    var = tmp_path / "fresh" / "var"
+    out = run_python(PROBE, WEBCHAT_VAR_DIR=str(var))
+    assert out.returncode == 0, out.stderr
+    assert not var.exists()
+    connect = "import django\ndjango.setup()\nfrom django.db import connection\n"
+    out = run_python(connect + "connection.ensure_connection()", WEBCHAT_VAR_DIR=str(var))
+    assert out.returncode == 0, out.stderr
+    assert (var / "db.sqlite3").is_file()
 
 
 def test_database_and_redis_urls_switch_to_postgres_and_redis():

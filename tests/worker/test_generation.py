@@ -12,7 +12,7 @@ from django.db import connection
 
 from tests.conftest import database_url_for, redis_celery_app
 from webchat.chat.models import Conversation, Message
-from webchat.chat.streaming import group_name, messages_reap_interrupted
+from webchat.chat.replies import group_name, messages_reap_interrupted
 from webchat.registry.models import ModelVersion
 from webchat.registry.services import model_version_activate, model_version_register
 

@@ -1,7 +1,62 @@
-from webchat.accounts.models import Profile
+"""Writes for accounts: a user's profile and their API keys."""
+
+import hashlib
+import secrets
+
+from django.utils import timezone
+
+from webchat.accounts.models import ApiKey, Profile
+from webchat.chat.validation import ChatInputError
+
+API_KEY_PREFIX = "wc-"
 
 
 def profile_ensure(*, user) -> Profile:
     """Return the user's profile, creating it with defaults the first time."""
     profile, _ = Profile.objects.get_or_create(user=user)
     return profile
+
+
+def profile_update(*, user, training_consent_default: bool) -> Profile:
+    """Set the user's default training consent for new conversations."""
+    profile = profile_ensure(user=user)
+    profile.training_consent_default = bool(training_consent_default)
+    profile.save(update_fields=["training_consent_default"])
+    return profile
+
+
+def _hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_key_create(*, user, name: str = "") -> tuple[ApiKey, str]:
+    """A new API key. Returns the row and the key itself, which is never stored or shown again."""
+    raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        user=user, name=(name or "")[:100], prefix=raw[:10], key_hash=_hash_key(raw)
+    )
+    return key, raw
+
+
+def api_key_revoke(*, user, key_id) -> None:
+    """Revoke one of the user's keys; ChatInputError "not_found" for any other id."""
+    updated = ApiKey.objects.filter(pk=key_id, user=user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    if not updated:
+        raise ChatInputError("not_found", "No such API key.")
+
+
+def api_key_authenticate(*, raw_key: str):
+    """The active user a key belongs to, or None (unknown, revoked, or user deactivated)."""
+    if not raw_key or not raw_key.startswith(API_KEY_PREFIX):
+        return None
+    key = (
+        ApiKey.objects.select_related("user")
+        .filter(key_hash=_hash_key(raw_key), revoked_at__isnull=True)
+        .first()
+    )
+    if key is None or not key.user.is_active:
+        return None
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    return key.user

@@ -1,10 +1,11 @@
 """An OpenAI-compatible HTTP API: POST /v1/chat/completions (SSE streaming or one JSON answer)
 and GET /v1/models, authenticated with per-user API keys (settings page).
 
-A completion goes through the same path as a browser chat turn: services.completion_create
-stores it and queues the reply (same limits, same queue, same workers), then this view listens
-to the conversation's channel group like the websocket consumer does: join first, then read
-the row, then follow the deltas by sequence number.
+A completion goes through the same path as a browser chat turn: parsing.completion_request reads
+the request, services.completion_create stores it and queues the reply (same limits, same queue,
+same workers), then this view listens to the conversation's channel group like the websocket
+consumer does: join first, then read the row, then follow the deltas by sequence number
+(webchat.chat.deltas).
 """
 
 import asyncio
@@ -17,9 +18,12 @@ from channels.layers import get_channel_layer
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from webchat.accounts.services import api_key_authenticate
+from webchat.api import parsing
 from webchat.chat import selectors, services
-from webchat.chat.models import Message
-from webchat.chat.streaming import group_name
+from webchat.chat.deltas import GAP, STALE, StreamedText
+from webchat.chat.models import FINAL_STATUSES, Message
+from webchat.chat.replies import group_name
 from webchat.chat.validation import ChatInputError
 
 log = logging.getLogger(__name__)
@@ -27,7 +31,7 @@ db = database_sync_to_async
 
 REPLY_TIMEOUT_S = 900  # the generation task's own hard limit is 960 s
 POLL_S = 5.0  # with no event for this long, re-read the row (an event may have been dropped)
-FINAL = {"done", "stopped", "failed", "interrupted"}
+BROKEN = (Message.Status.FAILED, Message.Status.INTERRUPTED)  # answered as errors
 
 # Our error codes as OpenAI-style HTTP statuses and error types.
 STATUS = {
@@ -64,7 +68,7 @@ def _authenticate(request):
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         return None
-    return services.api_key_authenticate(raw_key=key.strip())
+    return api_key_authenticate(raw_key=key.strip())
 
 
 def _unauthorized():
@@ -100,36 +104,6 @@ async def models(request):
     )
 
 
-def _params_from(body: dict) -> dict:
-    """OpenAI request fields to our sampling parameters (extensions: top_k, num_beams,
-    repetition_penalty, length_penalty)."""
-    if body.get("n", 1) != 1:
-        raise ChatInputError("out_of_range", "Only n=1 is supported.", field="n")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if body.get(name) not in (None, 0, 0.0):
-            raise ChatInputError(
-                "invalid", f"{name} is not supported; use repetition_penalty.", field=name
-            )
-    if body.get("stop") not in (None, [], ""):
-        raise ChatInputError("invalid", "stop sequences are not supported.", field="stop")
-    params = {}
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None:
-        params["max_new_tokens"] = max_tokens
-    for name in (
-        "temperature",
-        "top_p",
-        "top_k",
-        "repetition_penalty",
-        "num_beams",
-        "length_penalty",
-        "seed",
-    ):
-        if body.get(name) is not None:
-            params[name] = body[name]
-    return params
-
-
 @csrf_exempt
 async def chat_completions(request):
     """POST /v1/chat/completions."""
@@ -144,21 +118,23 @@ async def chat_completions(request):
             raise ValueError
     except ValueError:
         return _error(400, "The request body must be a JSON object.", "bad_json")
-    stream = bool(body.get("stream"))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     try:
-        params = _params_from(body)
+        completion = parsing.completion_request(body)
         turn = await db(services.completion_create)(
-            user=user, messages=body.get("messages"), params=params, model_name=body.get("model")
+            user=user,
+            turns=completion.turns,
+            system_prompt=completion.system_prompt,
+            params=completion.params,
+            model_name=completion.model,
         )
     except ChatInputError as exc:
         return _input_error(exc)
     reply = Reply(user, turn.conversation.pk, turn.assistant_message.pk)
     await reply.join()
-    model = body.get("model") or "default"
-    if stream:
+    model = completion.model or "default"
+    if completion.stream:
         response = StreamingHttpResponse(
-            reply.sse(model, include_usage), content_type="text/event-stream"
+            reply.sse(model, completion.include_usage), content_type="text/event-stream"
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # let proxies pass events through at once
@@ -169,7 +145,7 @@ async def chat_completions(request):
     except asyncio.CancelledError:
         await reply.cancel()
         raise
-    if reply.status == "failed" or reply.status == "interrupted":
+    if reply.status in BROKEN:
         return _error(502, f"The generation {reply.status}: {reply.error}", reply.status)
     return JsonResponse(reply.completion(model))
 
@@ -183,9 +159,8 @@ class Reply:
         self.message_id = message_id
         self.layer = get_channel_layer()
         self.channel = None
-        self.seq = 0
-        self.text = ""
-        self.status = "queued"
+        self.stream = StreamedText()
+        self.status = Message.Status.QUEUED
         self.error = ""
         self.usage = {}
         self.model_version = None
@@ -202,7 +177,7 @@ class Reply:
 
     async def cancel(self) -> None:
         """The caller went away: stop generating for nobody."""
-        if self.status not in FINAL:
+        if self.status not in FINAL_STATUSES:
             try:
                 await db(services.message_stop)(user=self.user, message_id=self.message_id)
             except Exception:
@@ -212,10 +187,8 @@ class Reply:
     async def _read_row(self) -> str:
         """Catch up from the database; returns the new text beyond what was already given."""
         message = await db(Message.objects.select_related("model_version").get)(pk=self.message_id)
-        new = message.content[len(self.text) :] if message.last_seq > self.seq else ""
-        if message.last_seq > self.seq:
-            self.text, self.seq = message.content, message.last_seq
-        if message.status in FINAL:
+        new = self.stream.catch_up(message.last_seq, message.content)
+        if message.status in FINAL_STATUSES:
             self.status, self.error = message.status, message.error
             self.usage = {
                 "prompt_tokens": message.prompt_tokens,
@@ -232,7 +205,7 @@ class Reply:
             new = await self._read_row()  # after joining: nothing can fall between the two
             if new:
                 yield new
-            while self.status not in FINAL:
+            while self.status not in FINAL_STATUSES:
                 if time.monotonic() > deadline:
                     await self.cancel()
                     self.status, self.error = "failed", "timed out waiting for the reply"
@@ -250,15 +223,14 @@ class Reply:
                 if kind == "chat.started":
                     self.model_version = event.get("model_version")
                 elif kind == "chat.delta":
-                    if event["seq"] <= self.seq:
+                    verdict = self.stream.apply(event["seq"], event["text"])
+                    if verdict == STALE:
                         continue
-                    if event["seq"] != self.seq + 1:
-                        new = await self._read_row()  # a gap: the row has it all
+                    if verdict == GAP:
+                        new = await self._read_row()  # the row has it all
                         if new:
                             yield new
                         continue
-                    self.seq = event["seq"]
-                    self.text += event["text"]
                     yield event["text"]
                 elif kind == "chat.done":
                     new = await self._read_row()
@@ -268,7 +240,7 @@ class Reply:
             await self.leave()
 
     def finish_reason(self) -> str:
-        if self.status == "done" and self.usage.get("completion_tokens") == getattr(
+        if self.status == Message.Status.DONE and self.usage.get("completion_tokens") == getattr(
             self, "max_tokens", None
         ):
             return "length"
@@ -292,7 +264,7 @@ class Reply:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.text},
+                    "message": {"role": "assistant", "content": self.stream.text},
                     "finish_reason": self.finish_reason(),
                 }
             ],
@@ -315,7 +287,7 @@ class Reply:
             yield self._chunk(model, {"role": "assistant", "content": ""})
             async for text in self.deltas():
                 yield self._chunk(model, {"content": text})
-            if self.status in ("failed", "interrupted"):
+            if self.status in BROKEN:
                 error = {
                     "message": f"The generation {self.status}: {self.error}",
                     "type": "server_error",

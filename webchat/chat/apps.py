@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ChatConfig(AppConfig):
     name = "webchat.chat"
     label = "chat"
+
+    def ready(self):
+        from webchat import startup
+
+        startup.register()

@@ -13,8 +13,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from webchat.chat import selectors, services
-from webchat.chat.streaming import group_name
-from webchat.chat.validation import ChatInputError, limits, render_markdown, validate_id
+from webchat.chat.deltas import APPLIED, GAP, StreamedText
+from webchat.chat.markdown import render_markdown
+from webchat.chat.replies import group_name
+from webchat.chat.validation import ChatInputError, limits, validate_id
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.conversation_id: int | None = None
-        # message id -> {"seq", "text"}: what this socket's client has of each reply in the
-        # watched conversation (snapshot plus deltas), so deltas can be deduplicated and the
-        # whole reply re-rendered to HTML.
-        self.streams: dict[int, dict] = {}
+        # message id -> what this socket's client has of each reply in the watched
+        # conversation (snapshot plus deltas), so deltas can be deduplicated and the whole
+        # reply re-rendered to HTML.
+        self.streams: dict[int, StreamedText] = {}
         await self.accept()
         await self.send_frame({"type": "hello", "user": user.get_username()})
 
@@ -107,36 +109,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
         parent_id = frame.get("parent_id")
         if parent_id is not None:
             validate_id(parent_id, "parent_id")
-        if "text" not in frame:
-            raise ChatInputError("missing_field", "The field 'text' is required.", field="text")
-        turn = await db(services.message_send)(
-            user=self.user,
-            text=frame.get("text"),
+        await self.start_turn(
+            ref,
+            services.message_send,
+            text=required(frame, "text"),
             conversation_id=conversation_id,
             parent_id=parent_id,
             params=frame.get("params"),
             conversation_options=frame.get("conversation"),
         )
-        await self.accepted(turn, ref)
 
     async def on_regenerate(self, frame, ref):
         message_id = validate_id(frame.get("message_id"), "message_id")
-        turn = await db(services.message_regenerate)(
-            user=self.user, message_id=message_id, params=frame.get("params")
+        await self.start_turn(
+            ref, services.message_regenerate, message_id=message_id, params=frame.get("params")
         )
-        await self.accepted(turn, ref)
 
     async def on_edit(self, frame, ref):
         message_id = validate_id(frame.get("message_id"), "message_id")
-        if "text" not in frame:
-            raise ChatInputError("missing_field", "The field 'text' is required.", field="text")
-        turn = await db(services.message_edit)(
-            user=self.user,
+        await self.start_turn(
+            ref,
+            services.message_edit,
             message_id=message_id,
-            text=frame.get("text"),
+            text=required(frame, "text"),
             params=frame.get("params"),
         )
-        await self.accepted(turn, ref)
 
     async def on_stop(self, frame, ref):
         message_id = validate_id(frame.get("message_id"), "message_id")
@@ -147,12 +144,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_feedback(self, frame, ref):
         message_id = validate_id(frame.get("message_id"), "message_id")
-        if "rating" not in frame:
-            raise ChatInputError("missing_field", "The field 'rating' is required.", field="rating")
         feedback = await db(services.feedback_submit)(
             user=self.user,
             message_id=message_id,
-            rating=frame.get("rating"),
+            rating=required(frame, "rating"),
             reason=frame.get("reason") or "",
             comment=frame.get("comment") or "",
             corrected_reply=frame.get("corrected_reply") or "",
@@ -183,9 +178,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def remember(self, message: dict) -> None:
         if message["role"] == "assistant":
-            self.streams[message["id"]] = {"seq": message["last_seq"], "text": message["content"]}
+            self.streams[message["id"]] = StreamedText(message["last_seq"], message["content"])
 
-    async def accepted(self, turn: services.Turn, ref) -> None:
+    async def start_turn(self, ref, service, **fields) -> None:
+        """Run a turn service (send, regenerate, edit) and tell the client what it queued."""
+        turn = await db(service)(user=self.user, **fields)
         await self.watch(turn.conversation.pk)
         # Read after joining: the worker may already have streamed into the reply.
         reply = await db(selectors.message_snapshot)(
@@ -231,7 +228,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame["ref"] = ref
         await self.send(text_data=json.dumps(frame))
 
-    # --- channel-layer events from the worker (webchat.chat.streaming) ----------------------
+    # --- channel-layer events from the worker (webchat.chat.replies) ------------------------
 
     async def chat_delta(self, event):
         message_id, seq = event["message_id"], event["seq"]
@@ -239,20 +236,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if state is None:
             await self.adopt(message_id)
             return
-        if seq <= state["seq"]:
-            return  # already in the snapshot this client has
-        if seq != state["seq"] + 1:
-            await self.adopt(message_id)  # a gap: the row holds everything up to at least seq
+        verdict = state.apply(seq, event["text"])
+        if verdict == GAP:
+            await self.adopt(message_id)  # the row holds everything up to at least seq
             return
-        state["seq"] = seq
-        state["text"] += event["text"]
+        if verdict != APPLIED:
+            return  # already in the snapshot this client has
         await self.send_frame(
             {
                 "type": "delta",
                 "message_id": message_id,
                 "seq": seq,
                 "text": event["text"],
-                "html": render_markdown(state["text"]),
+                "html": render_markdown(state.text),
             }
         )
 
@@ -276,7 +272,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message_id = event["message_id"]
         if message_id not in self.streams and not await self.adopt(message_id):
             return
-        self.streams[message_id] = {"seq": event["last_seq"], "text": event["content"]}
+        self.streams[message_id] = StreamedText(event["last_seq"], event["content"])
         await self.send_frame(
             {
                 "type": "done",
@@ -289,6 +285,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "usage": event.get("usage", {}),
             }
         )
+
+
+def required(frame: dict, field: str):
+    """A field the frame must carry (its value is checked by the service)."""
+    if field not in frame:
+        raise ChatInputError("missing_field", f"The field '{field}' is required.", field=field)
+    return frame[field]
 
 
 HANDLERS = {

@@ -71,6 +71,12 @@ class Message(models.Model):
         return f"{self.role} #{self.pk} ({self.status})"
 
 
+# A reply a worker may still write to; it counts against the user's one-at-a-time limit.
+ACTIVE_STATUSES = (Message.Status.QUEUED, Message.Status.STREAMING)
+# A reply whose text will not change any more.
+FINAL_STATUSES = tuple(s for s in Message.Status if s not in ACTIVE_STATUSES)
+
+
 class Feedback(models.Model):
     class Reason(models.TextChoices):
         WRONG = "wrong"

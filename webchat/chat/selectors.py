@@ -7,8 +7,9 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from webchat.chat.markdown import render_markdown
 from webchat.chat.models import Conversation, Feedback, Message
-from webchat.chat.validation import ChatInputError, render_markdown, reply_token_cap
+from webchat.chat.validation import ChatInputError, reply_token_cap
 
 
 def conversation_list(*, user, query: str = "", limit: int = 200) -> list[dict]:
@@ -23,6 +24,8 @@ def conversation_list(*, user, query: str = "", limit: int = 200) -> list[dict]:
 
 
 def conversation_get(*, user, conversation_id) -> Conversation:
+    """The user's conversation. Another user's id is "not found", never "forbidden", so ids
+    cannot be probed."""
     conversation = (
         Conversation.objects.select_related("model_version")
         .filter(pk=conversation_id, owner=user)
@@ -31,6 +34,24 @@ def conversation_get(*, user, conversation_id) -> Conversation:
     if conversation is None:
         raise ChatInputError("not_found", "No such conversation.", conversation_id=conversation_id)
     return conversation
+
+
+def message_get(*, user, message_id, role: str | None = None) -> Message:
+    """The user's message (another user's is "not found"), optionally of one role."""
+    message = (
+        Message.objects.select_related("conversation", "model_version")
+        .filter(pk=message_id, conversation__owner=user)
+        .first()
+    )
+    if message is None:
+        raise ChatInputError("not_found", "No such message.", message_id=message_id)
+    if role is not None and message.role != role:
+        raise ChatInputError(
+            "invalid",
+            f"Message {message_id} is a {message.role} message, not a {role} message.",
+            message_id=message_id,
+        )
+    return message
 
 
 def conversation_meta(conversation: Conversation) -> dict:
@@ -82,44 +103,44 @@ def message_data(message: Message, feedback: Feedback | None = None) -> dict:
     return data
 
 
-def message_get(*, user, message_id) -> Message:
-    message = (
-        Message.objects.select_related("model_version")
-        .filter(pk=message_id, conversation__owner=user)
-        .first()
-    )
-    if message is None:
-        raise ChatInputError("not_found", "No such message.", message_id=message_id)
-    return message
-
-
 def message_snapshot(*, user, message_id) -> dict:
     message = message_get(user=user, message_id=message_id)
     feedback = Feedback.objects.filter(message=message, user=user).first()
     return message_data(message, feedback)
 
 
+def _feedback_by_message(*, conversation: Conversation, user) -> dict[int, Feedback]:
+    """The user's feedback on the conversation's messages, by message id."""
+    return {
+        f.message_id: f
+        for f in Feedback.objects.filter(message__conversation=conversation, user=user)
+    }
+
+
 def conversation_snapshot(*, user, conversation_id) -> dict:
     """The whole conversation tree (every branch) as the page needs it."""
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     messages = list(conversation.messages.select_related("model_version").order_by("pk"))
-    feedback = {
-        f.message_id: f
-        for f in Feedback.objects.filter(message__conversation=conversation, user=user)
-    }
+    feedback = _feedback_by_message(conversation=conversation, user=user)
     return {
         "conversation": conversation_meta(conversation),
         "messages": [message_data(m, feedback.get(m.pk)) for m in messages],
     }
 
 
-def models_available() -> list[dict]:
-    """Model versions a user may pick: the active one first, then retired ones."""
+def model_versions_pickable():
+    """The model versions a user may pick for a conversation or name in an API call: the
+    active one and retired ones (candidates are not served)."""
     from webchat.registry.models import ModelVersion
 
-    versions = ModelVersion.objects.filter(
+    return ModelVersion.objects.filter(
         status__in=[ModelVersion.Status.ACTIVE, ModelVersion.Status.RETIRED]
-    ).order_by("status", "-created_at")
+    )
+
+
+def models_available() -> list[dict]:
+    """Model versions a user may pick: the active one first, then retired ones."""
+    versions = model_versions_pickable().order_by("status", "-created_at")
     return [
         {
             "id": v.pk,
@@ -153,10 +174,7 @@ def conversation_export(*, user, conversation_id) -> dict:
     """A conversation as JSON: its settings, every message of every branch, and feedback."""
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     messages = list(conversation.messages.order_by("pk"))
-    feedback = {
-        f.message_id: f
-        for f in Feedback.objects.filter(message__conversation=conversation, user=user)
-    }
+    feedback = _feedback_by_message(conversation=conversation, user=user)
     out = conversation_meta(conversation)
     out["created_at"] = conversation.created_at.isoformat()
     out["model_version"] = conversation.model_version.name if conversation.model_version else None

@@ -1,239 +1,34 @@
-"""The worker's side of a chat turn: message state transitions and pushes to the browser.
+"""The old name of webchat.chat.replies, kept so that import lines not yet moved still work.
 
-Every write here happens before the matching push, so a client that reads the row after joining
-the conversation's group never misses a delta and never sees one twice (docs/websocket.md).
+Import from webchat.chat.replies; this module goes once nothing imports it.
 """
 
-import asyncio
-import logging
-import os
-import threading
-from datetime import timedelta
+from webchat.chat.replies import (
+    conversation_context,
+    done_event,
+    group_name,
+    message_cancel,
+    message_claim,
+    message_finish,
+    message_heartbeat,
+    message_save_progress,
+    message_stop_queued,
+    messages_reap_interrupted,
+    push,
+    queue_position,
+)
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
-from django.utils import timezone
-
-from webchat.chat.models import Message
-
-log = logging.getLogger(__name__)
-
-ACTIVE = (Message.Status.QUEUED, Message.Status.STREAMING)
-
-# The event loop of the ASGI server in this process (embedded mode). The in-memory channel layer
-# is not thread-safe, so pushes from worker threads are scheduled onto that loop.
-SERVER_LOOP: asyncio.AbstractEventLoop | None = None
-
-
-def group_name(conversation_id: int) -> str:
-    return f"conversation.{conversation_id}"
-
-
-class _PushLoop:
-    """One event loop per process, in its own daemon thread, that carries every push made from
-    synchronous code (worker task threads, the embedded worker with Redis).
-
-    `async_to_sync` would start a fresh event loop in a fresh thread for each call, and
-    channels-redis keeps its connection pool per event loop, so each push would also open a new
-    Redis connection: about 2.5 ms a push against about 0.4 ms on a loop that lives on. Each
-    process (a forked pool child too) starts its own on first use.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = None
-
-    def get(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid() or not self._loop.is_running():
-                loop = asyncio.new_event_loop()
-                started = threading.Event()
-                loop.call_soon(started.set)
-                threading.Thread(
-                    target=loop.run_forever, name="channel-layer-push", daemon=True
-                ).start()
-                started.wait(5)
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
-
-
-_push_loop = _PushLoop()
-
-
-def push(conversation_id: int, event: dict) -> None:
-    """Send an event to every socket watching the conversation (best effort: the row is truth)."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    coro_factory = lambda: layer.group_send(group_name(conversation_id), event)
-    try:
-        loop = SERVER_LOOP
-        if loop is not None and loop.is_running() and not settings.REDIS_URL:
-            # The in-memory layer lives on the server's loop and is not thread-safe.
-            asyncio.run_coroutine_threadsafe(coro_factory(), loop).result(timeout=5)
-        elif type(layer).__module__.startswith("channels_redis"):
-            asyncio.run_coroutine_threadsafe(coro_factory(), _push_loop.get()).result(timeout=5)
-        else:
-            async_to_sync(layer.group_send)(group_name(conversation_id), event)
-    except Exception:  # a push failure must never fail the generation: the row is saved
-        log.exception("push to conversation %s failed", conversation_id)
-
-
-def message_claim(*, message_id: int) -> Message | None:
-    """Move a queued message to streaming. None when it is not queued any more (done, stopped,
-    or claimed by another delivery of the same task): the task then does nothing."""
-    now = timezone.now()
-    claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
-        status=Message.Status.STREAMING, heartbeat_at=now
-    )
-    if not claimed:
-        return None
-    return Message.objects.select_related("conversation").get(pk=message_id)
-
-
-def message_heartbeat(*, message_id: int) -> None:
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        heartbeat_at=timezone.now()
-    )
-
-
-def message_save_progress(*, message_id: int, content: str, seq: int) -> bool:
-    """Save the text streamed so far with its sequence number. False when the message is no
-    longer streaming (the reaper or a stop got there first)."""
-    return bool(
-        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-            content=content, last_seq=seq, heartbeat_at=timezone.now()
-        )
-    )
-
-
-def message_finish(
-    *,
-    message_id: int,
-    status: str,
-    content: str,
-    seq: int,
-    error: str = "",
-    usage: dict | None = None,
-    model_version_id: int | None = None,
-) -> Message | None:
-    """Save the final state of a streaming message and tell its watchers."""
-    usage = usage or {}
-    fields = dict(
-        status=status,
-        content=content,
-        last_seq=seq,
-        error=error,
-        finished_at=timezone.now(),
-        prompt_tokens=usage.get("prompt_tokens", 0),
-        completion_tokens=usage.get("completion_tokens", 0),
-        time_to_first_token_ms=usage.get("time_to_first_token_ms"),
-        tokens_per_s=usage.get("tokens_per_s"),
-    )
-    if model_version_id is not None:
-        fields["model_version_id"] = model_version_id
-    with transaction.atomic():
-        updated = Message.objects.filter(pk=message_id, status__in=ACTIVE).update(**fields)
-    if not updated:
-        return None
-    message = Message.objects.get(pk=message_id)
-    push(message.conversation_id, done_event(message))
-    return message
-
-
-def done_event(message: Message) -> dict:
-    return {
-        "type": "chat.done",
-        "message_id": message.pk,
-        "status": message.status,
-        "content": message.content,
-        "last_seq": message.last_seq,
-        "error": message.error,
-        "usage": {
-            "prompt_tokens": message.prompt_tokens,
-            "completion_tokens": message.completion_tokens,
-            "time_to_first_token_ms": message.time_to_first_token_ms,
-            "tokens_per_s": message.tokens_per_s,
-        },
-    }
-
-
-def message_stop_queued(*, message_id: int) -> Message | None:
-    """Stop a message no worker has picked up yet (its task will find it not queued)."""
-    updated = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
-        status=Message.Status.STOPPED, finished_at=timezone.now()
-    )
-    if not updated:
-        return None
-    message = Message.objects.get(pk=message_id)
-    push(message.conversation_id, done_event(message))
-    return message
-
-
-def queue_position(*, message_id: int) -> int:
-    """How many queued replies were sent before this one (0 = next to start)."""
-    return Message.objects.filter(status=Message.Status.QUEUED, pk__lt=message_id).count()
-
-
-def messages_reap_interrupted(
-    *, heartbeat_timeout_s: float | None = None, queued_timeout_s: float = 900
-) -> list[int]:
-    """Mark streaming messages whose heartbeat lapsed (worker killed, machine lost), and queued
-    ones no worker took within `queued_timeout_s`, as interrupted; tell their watchers.
-
-    Returns:
-        The ids of the messages marked.
-    """
-    timeout = heartbeat_timeout_s or settings.WEBCHAT["HEARTBEAT_TIMEOUT_S"]
-    now = timezone.now()
-    lapsed = Message.objects.filter(
-        Q(status=Message.Status.STREAMING, heartbeat_at__lt=now - timedelta(seconds=timeout))
-        | Q(status=Message.Status.QUEUED, created_at__lt=now - timedelta(seconds=queued_timeout_s))
-    )
-    reaped = []
-    for message in lapsed:
-        was = message.status
-        reason = (
-            "The worker generating this reply stopped responding (no heartbeat for "
-            f"{int(timeout)} s). The text so far is kept; you can regenerate."
-            if was == Message.Status.STREAMING
-            else "No worker picked this reply up in time. You can regenerate."
-        )
-        updated = Message.objects.filter(pk=message.pk, status=was).update(
-            status=Message.Status.INTERRUPTED, error=reason, finished_at=now
-        )
-        if updated:
-            message.refresh_from_db()
-            push(message.conversation_id, done_event(message))
-            reaped.append(message.pk)
-    if reaped:
-        log.warning("reaper marked %d message(s) interrupted: %s", len(reaped), reaped)
-    return reaped
-
-
-def conversation_context(*, message: Message) -> list[dict]:
-    """The branch that leads to an assistant message, as chat messages for the model: the
-    system prompt, then the user/assistant turns from the root down to the message's parent."""
-    path = []
-    node = message.parent
-    while node is not None:
-        path.append(node)
-        node = node.parent
-    path.reverse()
-    turns: list[dict] = []
-    system = message.conversation.system_prompt.strip()
-    if system:
-        turns.append({"role": "system", "content": system})
-    for m in path:
-        if m.role == Message.Role.ASSISTANT and not m.content:
-            continue  # a failed/empty reply is not context
-        if turns and turns[-1]["role"] == m.role:
-            # Two turns of one role in a row (an empty reply was skipped): keep the latest.
-            turns[-1] = {"role": m.role, "content": m.content}
-        else:
-            turns.append({"role": m.role, "content": m.content})
-    return turns
+__all__ = [
+    "conversation_context",
+    "done_event",
+    "group_name",
+    "message_cancel",
+    "message_claim",
+    "message_finish",
+    "message_heartbeat",
+    "message_save_progress",
+    "message_stop_queued",
+    "messages_reap_interrupted",
+    "push",
+    "queue_position",
+]

@@ -1,4 +1,4 @@
-"""Checks on what users send (text, sampling parameters) and safe Markdown rendering.
+"""Checks on what users send (text, sampling parameters, ids) and the site-wide limits.
 
 Every limit here is enforced on the server; the settings panel only mirrors the same ranges
 (they reach the page through `param_ranges()`), so a hand-written frame or API call gets the
@@ -7,9 +7,9 @@ same answer as the page.
 
 from dataclasses import dataclass
 
-import nh3
 from django.conf import settings
-from markdown_it import MarkdownIt
+
+from webchat.chat.models import Conversation
 
 
 class ChatInputError(Exception):
@@ -45,17 +45,18 @@ SEED_MAX = 2**31 - 1
 
 
 def limits() -> dict:
-    """Site-wide limits (settings.WEBCHAT), with defaults for the keys it may not name."""
-    conf = getattr(settings, "WEBCHAT", {})
+    """Site-wide limits. Their defaults live in one place, settings.WEBCHAT (from the
+    environment); a title is as long as the model field allows."""
+    conf = settings.WEBCHAT
     return {
-        "max_message_chars": conf.get("MAX_MESSAGE_CHARS", 4000),
-        "max_system_prompt_chars": conf.get("MAX_SYSTEM_PROMPT_CHARS", 4000),
-        "max_title_chars": 200,
-        "max_feedback_chars": conf.get("MAX_FEEDBACK_CHARS", 8000),
-        "max_active_generations": conf.get("MAX_ACTIVE_GENERATIONS_PER_USER", 1),
-        "rate_limit_per_minute": conf.get("RATE_LIMIT_PER_MINUTE", 20),
-        "max_tokens_per_reply": conf.get("MAX_TOKENS_PER_REPLY", 1024),
-        "max_frame_bytes": conf.get("MAX_FRAME_BYTES", 64 * 1024),
+        "max_message_chars": conf["MAX_MESSAGE_CHARS"],
+        "max_system_prompt_chars": conf["MAX_SYSTEM_PROMPT_CHARS"],
+        "max_title_chars": Conversation._meta.get_field("title").max_length,
+        "max_feedback_chars": conf["MAX_FEEDBACK_CHARS"],
+        "max_active_generations": conf["MAX_ACTIVE_GENERATIONS_PER_USER"],
+        "rate_limit_per_minute": conf["RATE_LIMIT_PER_MINUTE"],
+        "max_tokens_per_reply": conf["MAX_TOKENS_PER_REPLY"],
+        "max_frame_bytes": conf["MAX_FRAME_BYTES"],
     }
 
 
@@ -199,72 +200,3 @@ def validate_id(value, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ChatInputError("invalid", f"The field '{field}' must be a positive id.", field=field)
     return value
-
-
-# --- Markdown ---------------------------------------------------------------------------------
-
-# html=False: raw HTML in the source is shown as text, never passed through. nh3 then strips
-# anything the renderer itself should never emit (defence in depth: a renderer bug or plugin
-# must not become an XSS).
-_md = (
-    MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-    .enable(["table", "strikethrough"])
-    .disable("image")
-)  # an <img> would make every reader's browser fetch a URL the model chose
-_ALLOWED_TAGS = {
-    "p",
-    "br",
-    "hr",
-    "strong",
-    "em",
-    "del",
-    "s",
-    "code",
-    "pre",
-    "blockquote",
-    "ul",
-    "ol",
-    "li",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "a",
-    "table",
-    "thead",
-    "tbody",
-    "tr",
-    "th",
-    "td",
-}
-_ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
-    "code": {"class"},
-    "ol": {"start"},
-    "th": {"style"},
-    "td": {"style"},
-}
-
-
-def render_markdown(text: str) -> str:
-    """Markdown to HTML that is safe to insert into the page as-is.
-
-    Args:
-        text: untrusted Markdown (a model's reply, possibly containing HTML or script).
-
-    Returns:
-        Sanitised HTML: no script, no event handlers, no javascript: links; links open in a new
-        tab without access to the opener.
-    """
-    html = _md.render(text or "")
-    return nh3.clean(
-        html,
-        tags=_ALLOWED_TAGS,
-        attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer nofollow",
-        set_tag_attribute_values={"a": {"target": "_blank"}},
-        filter_style_properties={"text-align"},
-    )

@@ -4,6 +4,7 @@ The chat turns themselves travel over the websocket (consumers.py); these are th
 sidebar's JSON endpoints, exports and the settings page.
 """
 
+import functools
 import json
 
 from django.contrib import messages
@@ -13,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webchat.accounts.services import profile_ensure
+from webchat.accounts import services as accounts
 from webchat.chat import selectors, services
 from webchat.chat.validation import ChatInputError, limits, param_ranges, user_max_tokens
 
@@ -33,6 +34,19 @@ def _error(exc: ChatInputError) -> JsonResponse:
         {"error": {"code": exc.code, "detail": exc.detail, **exc.extra}},
         status=STATUS.get(exc.code, 400),
     )
+
+
+def _json_errors(view):
+    """Answer a refused request (ChatInputError) with its code as JSON."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except ChatInputError as exc:
+            return _error(exc)
+
+    return wrapper
 
 
 def _body(request) -> dict:
@@ -55,7 +69,7 @@ def index(request, conversation_id: int | None = None):
             selectors.conversation_get(user=request.user, conversation_id=conversation_id)
         except ChatInputError:
             raise Http404("No such conversation.") from None
-    profile = profile_ensure(user=request.user)
+    profile = accounts.profile_ensure(user=request.user)
     page = {
         "user": request.user.get_username(),
         "conversation_id": conversation_id,
@@ -85,40 +99,34 @@ def conversation_list(request):
 
 @login_required
 @require_POST
+@_json_errors
 def conversation_rename(request, conversation_id: int):
-    try:
-        conversation = services.conversation_rename(
-            user=request.user, conversation_id=conversation_id, title=_body(request).get("title")
-        )
-    except ChatInputError as exc:
-        return _error(exc)
+    conversation = services.conversation_rename(
+        user=request.user, conversation_id=conversation_id, title=_body(request).get("title")
+    )
     return JsonResponse({"conversation": selectors.conversation_meta(conversation)})
 
 
 @login_required
 @require_POST
+@_json_errors
 def conversation_update(request, conversation_id: int):
-    try:
-        body = _body(request)
-        conversation = services.conversation_update(
-            user=request.user,
-            conversation_id=conversation_id,
-            system_prompt=body.get("system_prompt"),
-            model_version_id=body.get("model_version", ...),
-            training_consent=body.get("training_consent"),
-        )
-    except ChatInputError as exc:
-        return _error(exc)
+    body = _body(request)
+    conversation = services.conversation_update(
+        user=request.user,
+        conversation_id=conversation_id,
+        system_prompt=body.get("system_prompt"),
+        model_version_id=body.get("model_version", ...),
+        training_consent=body.get("training_consent"),
+    )
     return JsonResponse({"conversation": selectors.conversation_meta(conversation)})
 
 
 @login_required
 @require_POST
+@_json_errors
 def conversation_delete(request, conversation_id: int):
-    try:
-        services.conversation_delete(user=request.user, conversation_id=conversation_id)
-    except ChatInputError as exc:
-        return _error(exc)
+    services.conversation_delete(user=request.user, conversation_id=conversation_id)
     return JsonResponse({"deleted": conversation_id})
 
 
@@ -160,24 +168,24 @@ def settings_page(request):
     if request.method == "POST":
         action = request.POST.get("action")
         if action == "consent":
-            services.profile_update(
+            accounts.profile_update(
                 user=request.user,
                 training_consent_default=request.POST.get("training_consent_default") == "on",
             )
             messages.success(request, "Saved.")
             return redirect("chat:settings")
         if action == "create_key":
-            _key, new_key = services.api_key_create(
+            _key, new_key = accounts.api_key_create(
                 user=request.user, name=request.POST.get("name", "")
             )
         elif action == "revoke_key":
             try:
-                services.api_key_revoke(user=request.user, key_id=request.POST.get("key_id"))
+                accounts.api_key_revoke(user=request.user, key_id=request.POST.get("key_id"))
                 messages.success(request, "The key was revoked.")
             except (ChatInputError, ValueError):
                 messages.error(request, "No such API key.")
             return redirect("chat:settings")
-    profile = profile_ensure(user=request.user)
+    profile = accounts.profile_ensure(user=request.user)
     context = {
         "profile": profile,
         "keys": request.user.api_keys.all(),

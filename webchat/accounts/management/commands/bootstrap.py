@@ -19,6 +19,7 @@ class Command(BaseCommand):
         if not User.objects.filter(is_superuser=True).exists():
             password = secrets.token_urlsafe(12)
             User.objects.create_superuser("admin", email="", password=password)
+            credentials.parent.mkdir(parents=True, exist_ok=True)
             credentials.write_text(f"username: admin\npassword: {password}\n")
             credentials.chmod(0o600)
             self.stdout.write(self.style.SUCCESS("Created the first admin account."))

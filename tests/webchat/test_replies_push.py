@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.worker.test_generation import GroupListener
-from webchat.chat import streaming
+from webchat.chat import replies
 
 pytestmark = pytest.mark.redis
 
@@ -29,12 +29,12 @@ def redis_layer(settings, redis_url):
 def test_pushes_from_threads_arrive_in_order_on_one_loop(redis_layer):
     listener = GroupListener(redis_layer, [7])
     try:
-        streaming.push(7, {"type": "chat.delta", "message_id": 1, "seq": 0, "text": "warm"})
-        loop = streaming._push_loop.get()
+        replies.push(7, {"type": "chat.delta", "message_id": 1, "seq": 0, "text": "warm"})
+        loop = replies._push_loop.get()
 
         def worker(start):
             for seq in range(start, start + 10):
-                streaming.push(
+                replies.push(
                     7, {"type": "chat.delta", "message_id": 1, "seq": seq, "text": str(seq)}
                 )
 
@@ -43,7 +43,7 @@ def test_pushes_from_threads_arrive_in_order_on_one_loop(redis_layer):
             t.start()
         for t in threads:
             t.join(10)
-        streaming.push(7, {"type": "chat.done", "message_id": 1})
+        replies.push(7, {"type": "chat.done", "message_id": 1})
         events = listener.until_done([1], timeout=10)[1]
         seqs = [e["seq"] for e in events if e["type"] == "chat.delta"]
         assert sorted(seqs) == list(range(31))
@@ -51,19 +51,19 @@ def test_pushes_from_threads_arrive_in_order_on_one_loop(redis_layer):
             mine = [s for s in seqs if start <= s < start + 10]
             assert mine == sorted(mine)
         # One loop for the process, so channels-redis keeps one connection pool for it.
-        assert streaming._push_loop.get() is loop
+        assert replies._push_loop.get() is loop
     finally:
         listener.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_starts_its_own_push_loop(redis_layer):
-    streaming.push(7, {"type": "chat.delta", "message_id": 1, "seq": 0, "text": "x"})
-    parent_loop = streaming._push_loop.get()
+    replies.push(7, {"type": "chat.delta", "message_id": 1, "seq": 0, "text": "x"})
+    parent_loop = replies._push_loop.get()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: the parent's loop thread does not exist here
-        child_loop = streaming._push_loop.get()
+        child_loop = replies._push_loop.get()
         ok = child_loop is not parent_loop and child_loop.is_running()
         os.write(write, b"1" if ok else b"0")
         os._exit(0)
