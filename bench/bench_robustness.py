@@ -177,7 +177,7 @@ def _adversarial_rounds(
         )
         if not verified and counts is not None:
             # the ablation: as many samples as the verified arm kept in this round
-            mined = random.Random(mine_seed).sample(mined, min(len(mined), counts[r - 1]))
+            mined = random.Random(mine_seed).sample(mined, min(len(mined), counts[r - 1]))  # noqa: S311 (seeded sampling of the mined set, reproducible by design)
         pool += mined
         per_round.append(len(mined))
         data = ["skills:train", "skills-text"]

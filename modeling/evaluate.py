@@ -181,7 +181,7 @@ def evaluate(
     for i, d in enumerate(dialogues):
         msgs, ref, fam = split_dialogue(d)
         if perturb is not None:
-            msgs = perturb_last_user(msgs, perturb, random.Random(seed * 1_000_003 + i))
+            msgs = perturb_last_user(msgs, perturb, random.Random(seed * 1_000_003 + i))  # noqa: S311 (seeded: a perturbation must be reproducible)
         prompts.append(msgs)
         refs.append(ref)
         families.append(fam)

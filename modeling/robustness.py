@@ -81,7 +81,7 @@ def perturb_prompts(
     out, perturbed = [], 0
     for i, messages in enumerate(prompts):
         context, text = list(messages[:-1]), messages[-1]["content"]
-        rng = random.Random(f"robustness:{seed}:{family}:{rate}:{i}")
+        rng = random.Random(f"robustness:{seed}:{family}:{rate}:{i}")  # noqa: S311 (seeded: a perturbation must be reproducible)
         variants = aug.augment(text, rng, n=1, context=context)
         perturbed += bool(variants)
         out.append(context + [{"role": "user", "content": variants[0] if variants else text}])

@@ -43,7 +43,8 @@ def test_compose_refuses_to_run_without_a_secret_key():
         text=True,
         env={"PATH": "/usr/bin:/bin:/usr/local/bin"},
     )
-    assert out.returncode != 0 and "DJANGO_SECRET_KEY" in out.stderr
+    assert out.returncode != 0
+    assert "DJANGO_SECRET_KEY" in out.stderr
 
 
 def test_dockerfile_runs_as_a_non_root_user_in_a_multi_stage_build():

@@ -53,10 +53,13 @@ def test_accuracy_is_counted_per_family(model, chat_format, dialogues, monkeypat
         ev, "predict", lambda m, f, prompts, **kw: [answers[id_of(p)] for p in prompts]
     )
     result = evaluate(model, chat_format, dialogues, return_predictions=True)
-    assert result["n"] == 24 and result["correct"] == 12 and result["accuracy"] == 0.5
+    assert result["n"] == 24
+    assert result["correct"] == 12
+    assert result["accuracy"] == 0.5
     for fam, entry in result["per_family"].items():
         expected = [i % 2 == 0 for i, d in enumerate(dialogues) if d.family == fam]
-        assert entry["n"] == len(expected) and entry["correct"] == sum(expected)
+        assert entry["n"] == len(expected)
+        assert entry["correct"] == sum(expected)
     assert {p["correct"] for p in result["predictions"]} == {True, False}
     assert "overall" in format_table({"test": result})
 
@@ -85,7 +88,8 @@ def test_perturbation_touches_only_the_last_user_turn(model, chat_format, dialog
     two_turn = [d for d in dialogues if len(d.messages) == 4][:3]
     evaluate(model, chat_format, two_turn, perturb=lambda text, rng: text.upper(), seed=1)
     for d, p in zip(two_turn, seen):
-        assert p[0] == d.messages[0] and p[-1]["content"] == d.messages[2]["content"].upper()
+        assert p[0] == d.messages[0]
+        assert p[-1]["content"] == d.messages[2]["content"].upper()
 
 
 def test_pdr_and_consistency_from_clean_and_perturbed_results():
@@ -99,7 +103,8 @@ def test_pdr_and_consistency_from_clean_and_perturbed_results():
     clean = result(["1", "2", "3", "4"], [True, True, True, False])
     pert = result(["1", "x", "3", "5"], [True, False, True, False])
     out = compare(clean, pert)
-    assert out["acc_clean"] == 0.75 and out["acc_perturbed"] == 0.5
+    assert out["acc_clean"] == 0.75
+    assert out["acc_perturbed"] == 0.5
     assert out["pdr"] == pytest.approx(1 - 0.5 / 0.75)
     assert out["consistency"] == 0.5
     assert out["per_family"]["a"]["pdr"] == pytest.approx(0.5)
@@ -107,6 +112,8 @@ def test_pdr_and_consistency_from_clean_and_perturbed_results():
 
 def test_split_dialogue_needs_a_reference_reply():
     prompt, ref, fam = split_dialogue(skills.dialogues("dev", n=1)[0])
-    assert prompt[-1]["role"] == "user" and ref.endswith(".") and fam in skills.FAMILIES
-    with pytest.raises(ValueError):
+    assert prompt[-1]["role"] == "user"
+    assert ref.endswith(".")
+    assert fam in skills.FAMILIES
+    with pytest.raises(ValueError, match="reference assistant reply"):
         split_dialogue({"messages": [{"role": "user", "content": "hi"}]})

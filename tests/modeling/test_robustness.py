@@ -17,7 +17,7 @@ def test_pdr_and_inv_failure_rate_on_a_hand_made_case():
     clean = ["Madrid.", "7.", "Tuesday", "x"]
     pert = ["madrid", "8.", "Tuesday.", "y"]  # case/punctuation differences are not changes
     assert rob.changed_share(clean, pert) == pytest.approx(0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in length"):
         rob.changed_share(clean, pert[:2])
 
 
@@ -51,7 +51,8 @@ def test_evaluate_robustness_numbers_on_a_hand_made_model(monkeypatch):
         None, FAKE_FORMAT, dialogues, {"typo": [0.2], "distractor": [1.0]}, seed=0
     )
     monkeypatch.undo()
-    assert out["n"] == 20 and out["clean"]["accuracy"] == pytest.approx(0.75)
+    assert out["n"] == 20
+    assert out["clean"]["accuracy"] == pytest.approx(0.75)
     for key in ("typo@0.2", "distractor@1"):
         entry = out["perturbed"][key]
         share = entry["perturbed_share"]
@@ -102,7 +103,8 @@ def test_evaluate_robustness_end_to_end_on_a_tiny_model(tiny):
     assert out["clean"]["accuracy"] > 0.5
     assert set(out["perturbed"]) == {"typo@0.2", "ocr@0.2"}
     adaptive = out["adaptive"]
-    assert adaptive["n"] == 4 and adaptive["successful"] == len(adaptive["examples"])
+    assert adaptive["n"] == 4
+    assert adaptive["successful"] == len(adaptive["examples"])
     # samples mined against this model, replayed on it, fool it every time
     if adaptive["examples"]:
         assert rob.replay(model, fmt, adaptive["examples"])["asr"] == 1.0

@@ -120,21 +120,25 @@ def test_a_fine_tune_from_the_admin_goes_queued_running_done_and_is_evaluated(
     monkeypatch.setattr(RunRecorder, "progress", spy)
     url = reverse("admin:curation_dataset_finetune", args=[dataset.pk])
     form = admin_client.get(url).content.decode()
-    assert 'name="max_steps"' in form and 'value="300"' in form  # sane defaults offered
+    assert 'name="max_steps"' in form
+    assert 'value="300"' in form
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = admin_client.post(url, {"base_model": active_tiny_model.pk, **TINY_FINETUNE})
     assert response.status_code == 302
     run = TrainingRun.objects.get()
-    assert run.status == "queued" and run.dataset == dataset
+    assert run.status == "queued"
+    assert run.dataset == dataset
     assert run.hyperparameters["max_steps"] == 3
     with django_capture_on_commit_callbacks(execute=True):
         for callback in callbacks:
             callback()
     run.refresh_from_db()
     assert run.status == "done", run.error
-    assert run.progress == 1.0 and ("running", 3) in seen
+    assert run.progress == 1.0
+    assert ("running", 3) in seen
     candidate = run.output_model
-    assert candidate.status == "candidate" and candidate.parent == active_tiny_model
+    assert candidate.status == "candidate"
+    assert candidate.parent == active_tiny_model
     for version in (candidate, active_tiny_model):
         sets = set(
             Evaluation.objects.filter(model_version=version).values_list("test_set", flat=True)
@@ -142,9 +146,11 @@ def test_a_fine_tune_from_the_admin_goes_queued_running_done_and_is_evaluated(
         assert {TEST_CLEAN, TEST_OOD, TEST_PERTURBED, TEST_ADAPTIVE} <= sets
     assert Evaluation.objects.filter(model_version=candidate, test_set=TEST_REPLAYED).exists()
     perturbed = Evaluation.objects.get(model_version=candidate, test_set=TEST_PERTURBED).metrics
-    assert set(perturbed) == {"typo@0.2"} and perturbed["typo@0.2"]["n"] == 4
+    assert set(perturbed) == {"typo@0.2"}
+    assert perturbed["typo@0.2"]["n"] == 4
     adaptive = Evaluation.objects.get(model_version=candidate, test_set=TEST_ADAPTIVE).metrics
-    assert adaptive["n"] == 2 and adaptive["budget"] == 8
+    assert adaptive["n"] == 2
+    assert adaptive["budget"] == 8
     assert adaptive["successful"] + adaptive["failed"] + adaptive["skipped"] == 2
     page = admin_client.get(reverse("admin:registry_trainingrun_change", args=[run.pk]))
     html = page.content.decode()
@@ -200,12 +206,14 @@ def test_the_loop_waits_for_enough_approved_samples_then_trains_evaluates_and_pr
     job = CurationJob.objects.filter(kind="loop").first()
     assert job.status == "done", (job.error, job.log_tail)
     dataset = job.dataset
-    assert dataset.counts["samples"] == 3 and dataset.counts["clean"] == 3
+    assert dataset.counts["samples"] == 3
+    assert dataset.counts["clean"] == 3
     candidate = job.training_run.output_model
     assert Evaluation.objects.filter(model_version=candidate, test_set=TEST_CLEAN).exists()
     record = PromotionRecord.objects.get(version=candidate)
     if record.action == "promote":  # random tiny models: both at 0, the gates pass
-        assert record.automatic and ModelVersion.objects.get(pk=candidate.pk).status == "active"
+        assert record.automatic
+        assert ModelVersion.objects.get(pk=candidate.pk).status == "active"
     else:
         assert record.action == "refused"
         assert ModelVersion.objects.get(pk=active_tiny_model.pk).status == "active"
@@ -229,7 +237,8 @@ def test_with_auto_promotion_off_the_loop_leaves_the_candidate_for_a_person(
     with django_capture_on_commit_callbacks(execute=True):
         learning_loop()
     job = CurationJob.objects.get(kind="loop")
-    assert job.status == "done" and "waits for a person" in job.result["summary"]
+    assert job.status == "done"
+    assert "waits for a person" in job.result["summary"]
     assert ModelVersion.objects.get(pk=active_tiny_model.pk).status == "active"
     assert not PromotionRecord.objects.exists()
 
