@@ -12,7 +12,7 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from webchat.chat import selectors, services
+from webchat.chat import jsoninput, selectors, services
 from webchat.chat.deltas import APPLIED, GAP, StreamedText
 from webchat.chat.markdown import render_markdown
 from webchat.chat.replies import group_name
@@ -76,10 +76,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         max_bytes = limits()["max_frame_bytes"]
         if len(text_data) > max_bytes or len(text_data.encode()) > max_bytes:
             raise ChatInputError("too_large", f"The frame is larger than {max_bytes} bytes.")
-        try:
-            frame = json.loads(text_data)
-        except ValueError:
-            raise ChatInputError("bad_json", "The frame is not valid JSON.") from None
+        frame = jsoninput.loads(text_data)
         if not isinstance(frame, dict):
             raise ChatInputError("bad_frame", "A frame must be a JSON object with a 'type'.")
         return frame

@@ -5,7 +5,6 @@ sidebar's JSON endpoints, exports and the settings page.
 """
 
 import functools
-import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,8 +14,14 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webchat.accounts import services as accounts
-from webchat.chat import selectors, services
-from webchat.chat.validation import ChatInputError, limits, param_ranges, user_max_tokens
+from webchat.chat import jsoninput, selectors, services
+from webchat.chat.validation import (
+    ChatInputError,
+    limits,
+    param_ranges,
+    user_max_tokens,
+    validate_text,
+)
 
 STATUS = {"not_found": 404, "rate_limited": 429, "busy": 409}
 
@@ -50,10 +55,7 @@ def _json_errors(view):
 
 
 def _body(request) -> dict:
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ChatInputError("bad_json", "The request body is not valid JSON.") from None
+    data = jsoninput.loads(request.body or b"{}")
     if not isinstance(data, dict):
         raise ChatInputError("bad_frame", "The request body must be a JSON object.")
     return data
@@ -90,8 +92,11 @@ def index(request, conversation_id: int | None = None):
 
 @login_required
 @require_GET
+@_json_errors
 def conversation_list(request):
-    query = request.GET.get("q", "")[:200]
+    query = validate_text(
+        request.GET.get("q", ""), field="q", max_chars=10**6, allow_empty=True
+    )[:200]
     return JsonResponse(
         {"conversations": selectors.conversation_list(user=request.user, query=query)}
     )
@@ -175,14 +180,18 @@ def settings_page(request):
             messages.success(request, "Saved.")
             return redirect("chat:settings")
         if action == "create_key":
-            _key, new_key = accounts.api_key_create(
-                user=request.user, name=request.POST.get("name", "")
-            )
+            try:
+                _key, new_key = accounts.api_key_create(
+                    user=request.user, name=request.POST.get("name", "")
+                )
+            except ChatInputError as exc:
+                messages.error(request, exc.detail)
+                return redirect("chat:settings")
         elif action == "revoke_key":
             try:
                 accounts.api_key_revoke(user=request.user, key_id=request.POST.get("key_id"))
                 messages.success(request, "The key was revoked.")
-            except (ChatInputError, ValueError):
+            except ChatInputError:
                 messages.error(request, "No such API key.")
             return redirect("chat:settings")
     profile = accounts.profile_ensure(user=request.user)
