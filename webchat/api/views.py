@@ -60,7 +60,7 @@ def _error(status: int, message: str, code: str, param: str | None = None, heade
 
 def _input_error(exc: ChatInputError):
     headers = {}
-    if exc.code == "rate_limited":
+    if exc.code == "rate_limited" and "retry_after" in exc.extra:
         headers["Retry-After"] = str(max(1, round(exc.extra.get("retry_after", 1))))
     return _error(STATUS.get(exc.code, 400), exc.detail, exc.code, exc.extra.get("field"), headers)
 

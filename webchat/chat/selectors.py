@@ -187,6 +187,7 @@ def conversation_export(*, user, conversation_id) -> dict:
             "status": m.status,
             "created_at": m.created_at.isoformat(),
             "params": m.params,
+            "client_supplied": m.client_supplied,
             "prompt_tokens": m.prompt_tokens,
             "completion_tokens": m.completion_tokens,
             "feedback": feedback_data(feedback.get(m.pk)),

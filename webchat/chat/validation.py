@@ -205,7 +205,8 @@ def validate_text(
     max_chars = max_chars or limits()["max_message_chars"]
     bad = unusable_chars(value)
     if bad:
-        raise ChatInputError("invalid", f"The {field.replace('_', ' ')} contains {bad}.", field=field)
+        label = field.replace("_", " ")
+        raise ChatInputError("invalid", f"The {label} contains {bad}.", field=field)
     if len(value) > max_chars:
         raise ChatInputError(
             "too_long",

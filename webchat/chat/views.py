@@ -94,9 +94,9 @@ def index(request, conversation_id: int | None = None):
 @require_GET
 @_json_errors
 def conversation_list(request):
-    query = validate_text(
-        request.GET.get("q", ""), field="q", max_chars=10**6, allow_empty=True
-    )[:200]
+    query = validate_text(request.GET.get("q", ""), field="q", max_chars=10**6, allow_empty=True)[
+        :200
+    ]
     return JsonResponse(
         {"conversations": selectors.conversation_list(user=request.user, query=query)}
     )

@@ -5,6 +5,7 @@ same way, whichever door it came through (websocket, page, HTTP API).
 """
 
 import logging
+import math
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
@@ -68,9 +69,11 @@ def _admit(*, user) -> None:
         )
     decision = ratelimit.ratelimit_take(user=fresh)
     if not decision.allowed:
-        raise ChatInputError(
-            "rate_limited", decision.message(), retry_after=round(decision.retry_after, 1)
-        )
+        # A rate of 0 never refills: there is no "try again in" to give.
+        wait = {}
+        if not math.isinf(decision.retry_after):
+            wait["retry_after"] = round(decision.retry_after, 1)
+        raise ChatInputError("rate_limited", decision.message(), **wait)
 
 
 def _require_model(conversation: Conversation):
@@ -298,7 +301,11 @@ def completion_create(
         parent = None
         for role, content in turns:
             parent = Message.objects.create(
-                conversation=conversation, parent=parent, role=role, content=content
+                conversation=conversation,
+                parent=parent,
+                role=role,
+                content=content,
+                client_supplied=role == Message.Role.ASSISTANT,
             )
         reply = _new_reply(conversation=conversation, parent=parent, params=params, model=model)
         return _turn(conversation, parent, reply, created=True)
