@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "webchat.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "webchat.urls"
@@ -183,8 +184,11 @@ STORAGES = {
 }
 
 # --- production hardening -------------------------------------------------------------------
-# Behind a TLS-terminating reverse proxy: trust its X-Forwarded-Proto header.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto itself may the header
+# be trusted: with daphne exposed directly, any client could claim its request came over HTTPS.
+BEHIND_PROXY = env.bool("WEBCHAT_BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -223,4 +227,15 @@ WEBCHAT = {
     "RATE_LIMIT_PER_MINUTE": env.int("WEBCHAT_RATE_LIMIT_PER_MINUTE", default=20),
     "MAX_TOKENS_PER_REPLY": env.int("WEBCHAT_MAX_TOKENS_PER_REPLY", default=1024),
     "HEARTBEAT_TIMEOUT_S": env.int("WEBCHAT_HEARTBEAT_TIMEOUT_S", default=30),
+    # Login attempts per minute per client address and per username; signups per address.
+    "LOGIN_ATTEMPTS_PER_MINUTE": env.int("WEBCHAT_LOGIN_ATTEMPTS_PER_MINUTE", default=10),
+    "SIGNUPS_PER_MINUTE": env.int("WEBCHAT_SIGNUPS_PER_MINUTE", default=3),
+    # Open chat sockets per user, and frames per second one socket may send (a burst of
+    # twice that is fine).
+    "MAX_SOCKETS_PER_USER": env.int("WEBCHAT_MAX_SOCKETS_PER_USER", default=8),
+    "MAX_FRAMES_PER_SECOND": env.int("WEBCHAT_MAX_FRAMES_PER_SECOND", default=10),
 }
+# daphne's own websocket limits (runserver reads these; `python -m webchat.server` passes them
+# to daphne): a frame over the limit is refused by the protocol before it is buffered.
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = WEBCHAT["MAX_FRAME_BYTES"]
+DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = WEBCHAT["MAX_FRAME_BYTES"]
