@@ -1,3 +1,5 @@
+import math
+
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect, render
@@ -11,7 +13,10 @@ from webchat.accounts.services import profile_ensure
 def _refusal(decision) -> str:
     if decision.allowed:
         return ""
-    return decision.message().replace("sending requests", "trying")
+    if math.isinf(decision.retry_after):  # the site set the rate to 0
+        return "This is switched off on this site."
+    seconds = max(1, math.ceil(decision.retry_after))
+    return f"Too many attempts. Try again in {seconds} second{'s' if seconds != 1 else ''}."
 
 
 class LoginView(auth_views.LoginView):
