@@ -6,13 +6,16 @@ exactly once: deltas numbered at or below what the snapshot already contains are
 Replies are rendered to sanitised HTML on the server; the page never turns model text into HTML.
 """
 
+import asyncio
 import json
 import logging
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from webchat.chat import jsoninput, selectors, services
+from webchat.chat import jsoninput, selectors, services, sockets
 from webchat.chat.deltas import APPLIED, GAP, StreamedText
 from webchat.chat.markdown import render_markdown
 from webchat.chat.replies import group_name
@@ -21,6 +24,9 @@ from webchat.chat.validation import ChatInputError, limits, validate_id
 log = logging.getLogger(__name__)
 
 db = database_sync_to_async
+sync = sync_to_async  # Redis calls of the socket count, off the event loop
+# Refused frames in a row before a flooding socket is closed rather than answered.
+FLOOD_CLOSE_AFTER = 50
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -35,20 +41,74 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # conversation (snapshot plus deltas), so deltas can be deduplicated and the whole
         # reply re-rendered to HTML.
         self.streams: dict[int, StreamedText] = {}
+        self.frame_rate = sockets.FrameRate(settings.WEBCHAT["MAX_FRAMES_PER_SECOND"])
+        session = self.scope.get("session")
+        self.session_key = getattr(session, "session_key", None)
+        self.counted = await sync(sockets.socket_count().add)(
+            user.pk, self.channel_name, settings.WEBCHAT["MAX_SOCKETS_PER_USER"]
+        )
+        if not self.counted:
+            await self.close(code=sockets.CLOSE_TOO_MANY)
+            return
+        self.auth_groups = [sockets.user_group(user.pk)]
+        if self.session_key:
+            self.auth_groups.append(sockets.session_group(self.session_key))
+        for group in self.auth_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        self.guard = asyncio.ensure_future(self.recheck_session())
         await self.send_frame({"type": "hello", "user": user.get_username()})
 
     async def disconnect(self, code):
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.cancel()
         if getattr(self, "conversation_id", None) is not None:
             await self.channel_layer.group_discard(
                 group_name(self.conversation_id), self.channel_name
             )
+        for group in getattr(self, "auth_groups", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if getattr(self, "counted", False):
+            await sync(sockets.socket_count().remove)(self.user.pk, self.channel_name)
+
+    async def recheck_session(self) -> None:
+        """Every AUTH_RECHECK_S: close the socket once its session no longer logs this user in
+        (what no signal reports), and tell the socket count this socket is alive."""
+        while True:
+            await asyncio.sleep(sockets.AUTH_RECHECK_S)
+            try:
+                valid = await db(sockets.session_still_valid)(
+                    user_id=self.user.pk, session_key=self.session_key
+                )
+                await sync(sockets.socket_count().touch)(self.user.pk, self.channel_name)
+            except Exception:  # a database or Redis hiccup: check again next time
+                log.exception("session re-check failed for user %s", self.user.pk)
+                continue
+            if not valid:
+                await self.close(code=sockets.CLOSE_SIGNED_OUT)
+                return
+
+    async def chat_signed_out(self, event):
+        """The session logged out or the account was deactivated (webchat.chat.signals)."""
+        await self.close(code=sockets.CLOSE_SIGNED_OUT)
 
     # --- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None):
         ref = None
         try:
+            wait = self.frame_rate.take()
+            if wait:
+                if self.frame_rate.refused_in_a_row > FLOOD_CLOSE_AFTER:
+                    await self.close(code=sockets.CLOSE_TOO_MANY)
+                    return
+                raise ChatInputError(
+                    "rate_limited",
+                    f"Too many frames: at most {self.frame_rate.rate:g} a second. "
+                    "This one was dropped.",
+                    retry_after=round(wait, 2),
+                )
             frame = self.parse(text_data, bytes_data)
             ref = frame.get("id") if isinstance(frame.get("id"), str | int) else None
             kind = frame.get("type")

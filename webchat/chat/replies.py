@@ -66,10 +66,15 @@ _push_loop = _PushLoop()
 
 def push(conversation_id: int, event: dict) -> None:
     """Send an event to every socket watching the conversation (best effort: the row is truth)."""
+    push_group(group_name(conversation_id), event)
+
+
+def push_group(group: str, event: dict) -> None:
+    """Send an event to a channel group from synchronous code (best effort)."""
     layer = get_channel_layer()
     if layer is None:
         return
-    coro_factory = lambda: layer.group_send(group_name(conversation_id), event)
+    coro_factory = lambda: layer.group_send(group, event)
     try:
         loop = SERVER_LOOP
         if loop is not None and loop.is_running() and not settings.REDIS_URL:
@@ -78,9 +83,9 @@ def push(conversation_id: int, event: dict) -> None:
         elif type(layer).__module__.startswith("channels_redis"):
             asyncio.run_coroutine_threadsafe(coro_factory(), _push_loop.get()).result(timeout=5)
         else:
-            async_to_sync(layer.group_send)(group_name(conversation_id), event)
+            async_to_sync(layer.group_send)(group, event)
     except Exception:  # a push failure must never fail the generation: the row is saved
-        log.exception("push to conversation %s failed", conversation_id)
+        log.exception("push to group %s failed", group)
 
 
 def message_claim(*, message_id: int) -> Message | None:
