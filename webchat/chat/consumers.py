@@ -18,6 +18,7 @@ from django.conf import settings
 from webchat.chat import jsoninput, selectors, services, sockets
 from webchat.chat.deltas import APPLIED, GAP, StreamedText
 from webchat.chat.markdown import render_markdown
+from webchat.chat.markdown_stream import MarkdownStream
 from webchat.chat.replies import group_name
 from webchat.chat.validation import ChatInputError, limits, validate_id
 
@@ -41,6 +42,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # conversation (snapshot plus deltas), so deltas can be deduplicated and the whole
         # reply re-rendered to HTML.
         self.streams: dict[int, StreamedText] = {}
+        # message id -> the reply's HTML as built for this client, block by block, once it
+        # streams (webchat.chat.markdown_stream).
+        self.renders: dict[int, MarkdownStream] = {}
         self.frame_rate = sockets.FrameRate(settings.WEBCHAT["MAX_FRAMES_PER_SECOND"])
         session = self.scope.get("session")
         self.session_key = getattr(session, "session_key", None)
@@ -155,6 +159,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.remember(message)
         await self.send_frame({"type": "conversation", "ref": ref, **snapshot})
 
+    async def on_history(self, frame, ref):
+        """An older page of the watched conversation's messages (before a message id)."""
+        conversation_id = validate_id(frame.get("conversation_id"), "conversation_id")
+        before = validate_id(frame.get("before"), "before")
+        page = await db(selectors.conversation_snapshot)(
+            user=self.user, conversation_id=conversation_id, before=before
+        )
+        if conversation_id == self.conversation_id:
+            for message in page["messages"]:
+                self.remember(message)
+        await self.send_frame(
+            {
+                "type": "history",
+                "ref": ref,
+                "conversation_id": conversation_id,
+                "messages": page["messages"],
+                "more_before": page["more_before"],
+            }
+        )
+
     async def on_unsubscribe(self, frame, ref):
         await self.watch(None)
         await self.send_frame({"type": "unsubscribed", "ref": ref})
@@ -230,12 +254,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         self.conversation_id = conversation_id
         self.streams = {}
+        self.renders = {}
         if conversation_id is not None:
             await self.channel_layer.group_add(group_name(conversation_id), self.channel_name)
 
     def remember(self, message: dict) -> None:
         if message["role"] == "assistant":
             self.streams[message["id"]] = StreamedText(message["last_seq"], message["content"])
+            self.renders.pop(message["id"], None)  # the client now has a whole-reply render
 
     async def start_turn(self, ref, service, **fields) -> None:
         """Run a turn service (send, regenerate, edit) and tell the client what it queued."""
@@ -299,13 +325,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if verdict != APPLIED:
             return  # already in the snapshot this client has
+        render = self.renders.get(message_id)
+        if render is None:
+            render = MarkdownStream(state.text[: len(state.text) - len(event["text"])])
+            self.renders[message_id] = render
         await self.send_frame(
             {
                 "type": "delta",
                 "message_id": message_id,
                 "seq": seq,
                 "text": event["text"],
-                "html": render_markdown(state.text),
+                **render.update(event["text"]),
             }
         )
 
@@ -330,6 +360,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message_id not in self.streams and not await self.adopt(message_id):
             return
         self.streams[message_id] = StreamedText(event["last_seq"], event["content"])
+        self.renders.pop(message_id, None)
         await self.send_frame(
             {
                 "type": "done",
@@ -354,6 +385,7 @@ def required(frame: dict, field: str):
 HANDLERS = {
     "ping": ChatConsumer.on_ping,
     "subscribe": ChatConsumer.on_subscribe,
+    "history": ChatConsumer.on_history,
     "unsubscribe": ChatConsumer.on_unsubscribe,
     "send": ChatConsumer.on_send,
     "regenerate": ChatConsumer.on_regenerate,

@@ -247,7 +247,8 @@
       if (!m || f.seq <= m.last_seq) return; // already shown (snapshot or an earlier delta)
       m.last_seq = f.seq;
       m.content += f.text;
-      m.html = f.html;
+      // Only what changed comes (webchat/chat/markdown_stream.py); none while coalesced.
+      if (f.html_tail !== undefined) m.html = (m.html || "").slice(0, f.html_keep) + f.html_tail;
       if (m.status === "queued") m.status = "streaming";
       updateMessage(m);
       stickToBottom();
@@ -302,7 +303,8 @@
       return;
     }
     state.messages.set(m.id, m);
-    const k = key(m.parent_id);
+    // The oldest message of a history page may have its parent on an older page.
+    const k = state.messages.has(m.parent_id) ? m.parent_id : key(null);
     if (!state.children.has(k)) state.children.set(k, []);
     const list = state.children.get(k);
     list.push(m.id);
