@@ -1,8 +1,8 @@
 """Writes on conversations: create, rename, change settings, delete."""
 
 from webchat.accounts.services import profile_ensure
-from webchat.chat import replies, selectors
-from webchat.chat.models import ACTIVE_STATUSES, Conversation
+from webchat.chat import inflight, replies, selectors
+from webchat.chat.models import ACTIVE_STATUSES, Conversation, Message
 from webchat.chat.validation import ChatInputError, limits, validate_id, validate_text
 
 
@@ -98,4 +98,8 @@ def conversation_delete(*, user, conversation_id) -> None:
     running = conversation.messages.filter(status__in=ACTIVE_STATUSES)
     for message_id in running.values_list("pk", flat=True):
         replies.message_cancel(message_id=message_id)
+    # A streaming reply keeps its engine row until the worker sees the cancel flag: it still
+    # counts as the user's active reply after its row is gone.
+    streaming = running.filter(status=Message.Status.STREAMING).values_list("pk", flat=True)
+    inflight.inflight_add(user_id=user.pk, message_ids=list(streaming))
     conversation.delete()

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from webchat.accounts.models import Profile
 from webchat.accounts.services import profile_ensure
-from webchat.chat import ratelimit, replies, selectors
+from webchat.chat import inflight, ratelimit, replies, selectors
 from webchat.chat.models import ACTIVE_STATUSES, Conversation, Message
 from webchat.chat.services.conversations import conversation_create
 from webchat.chat.validation import (
@@ -61,6 +61,8 @@ def _admit(*, user) -> None:
     active = Message.objects.filter(
         conversation__owner=user, role=Message.Role.ASSISTANT, status__in=ACTIVE_STATUSES
     ).count()
+    if active < limits()["max_active_generations"]:
+        active += inflight.inflight_count(user_id=user.pk)  # replies of deleted conversations
     if active >= limits()["max_active_generations"]:
         raise ChatInputError(
             "busy",
