@@ -73,3 +73,22 @@ def test_bootstrap_settings_out_of_range_are_refused():
         paired_bootstrap([True], [False], confidence=1.0)
     with pytest.raises(ValueError, match="n_resamples"):
         paired_bootstrap([True], [False], n_resamples=0)
+
+
+def test_rate_difference_counts_only_the_items_each_model_was_attacked_on():
+    from modeling.stats import paired_bootstrap_rate
+
+    # parent: 10 attacked, 8 broken (ASR 0.8); candidate: 8 attacked, 2 broken (0.25); two skipped
+    parent_hits = [True] * 8 + [False] * 2
+    parent_counted = [True] * 10
+    cand_hits = [True, True] + [False] * 8
+    cand_counted = [True] * 8 + [False] * 2
+    out = paired_bootstrap_rate(cand_hits, cand_counted, parent_hits, parent_counted, seed=3)
+    assert out["candidate"] == pytest.approx(0.25)
+    assert out["parent"] == pytest.approx(0.8)
+    assert out["diff"] == pytest.approx(-0.55)
+    assert out["low"] < out["diff"] < out["high"] < 0
+    nothing = paired_bootstrap_rate([False], [False], [True], [True])
+    assert nothing["diff"] is None
+    assert nothing["candidate"] is None
+    assert nothing["parent"] == 1.0

@@ -41,7 +41,7 @@ def metrics_table_html(versions) -> str:
 
 
 def gates_html(report: dict) -> str:
-    """A promotion-gate report (`selectors.promotion_gates`) as a verdict and one line a check."""
+    """A promotion-gate report (`gates.promotion_gates`) as a verdict and one line a check."""
     rows = format_html_join(
         "",
         "<li>{} {}: {}</li>",
