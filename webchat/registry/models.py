@@ -109,6 +109,8 @@ class TrainingRun(QueuedWork):
     hyperparameters = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     loss_curve = models.JSONField(default=list, blank=True)
+    # [step, clean dev accuracy, robust dev accuracy or None] at each evaluation on the dev split
+    dev_curve = models.JSONField(default=list, blank=True)
     cancel_requested = models.BooleanField(default=False)
     output_model = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
