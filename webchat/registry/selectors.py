@@ -150,3 +150,20 @@ def training_run_cancel_requested(*, run_id: int) -> bool:
     from webchat.registry.models import TrainingRun
 
     return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def promotion_verdict(version: ModelVersion) -> dict:
+    """The gate report for a version: the one recorded when it was last promoted or refused,
+    else the gates now (against the active version)."""
+    from webchat.registry.gates import promotion_gates
+    from webchat.registry.models import PromotionRecord
+
+    record = (
+        PromotionRecord.objects.filter(
+            version=version,
+            action__in=[PromotionRecord.Action.PROMOTE, PromotionRecord.Action.REFUSED],
+        )
+        .exclude(gates={})
+        .first()
+    )
+    return record.gates if record is not None else promotion_gates(candidate=version)

@@ -27,8 +27,7 @@ from webchat.curation.services import (
     learning_round_mine,
     sample_review,
 )
-from webchat.registry.gates import promotion_gates
-from webchat.registry.selectors import model_version_active
+from webchat.registry.selectors import model_version_active, promotion_verdict
 
 
 class RoundMineForm(forms.Form):
@@ -64,7 +63,7 @@ def round_view(model_admin, request):
         "form": form,
         "state": state,
         "active": model_version_active(),
-        "gates": promotion_gates(candidate=candidate) if candidate is not None else None,
+        "gates": promotion_verdict(candidate) if candidate is not None else None,
         "samples_url": reverse("admin:curation_adversarialsample_changelist"),
         "auto_refresh": 5 if _in_progress(state) else None,
     }
