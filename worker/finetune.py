@@ -19,9 +19,6 @@ Both are recorded: the run's hyperparameters (what the admin shows) and the mode
 """
 
 import dataclasses
-import logging
-
-log = logging.getLogger(__name__)
 
 # Keys of the replay and dev-selection settings (modeling.train_config.TrainConfig fields).
 REPLAY_KEYS = ("replay_data", "replay_share")
@@ -61,15 +58,16 @@ def finetune_hyperparameters(hp: dict, *, policy) -> dict:
     if float(out["replay_share"]) <= 0.0:
         out["replay_share"] = 0.0
         out["replay_data"] = []
-    for key, value in DEV_SELECTION_DEFAULTS.items():
-        out.setdefault(key, value)
+    if "select_on_dev" in train_config_fields():  # evaluating on dev pays only when it selects
+        for key, value in DEV_SELECTION_DEFAULTS.items():
+            out.setdefault(key, value)
     return out
 
 
 def train_config_kwargs(hp: dict) -> dict:
-    """The hyperparameters TrainConfig takes, adapting to a modeling version without replay or
-    dev selection: replay sources then go into the data list (unweighted), and dev selection is
-    left out with a log line; any other unknown key still fails the run (a typo is an error).
+    """The hyperparameters TrainConfig takes, adapting to a modeling version without replay: its
+    sources then go into the data list (unweighted); any other unknown key still fails the run
+    (a typo is an error). Dev selection is only filled in where TrainConfig has it.
 
     Args:
         hp: the completed hyperparameters (see finetune_hyperparameters), without "data".
@@ -83,10 +81,6 @@ def train_config_kwargs(hp: dict) -> dict:
     if "replay_data" not in known:
         extra_data = [s for s in kwargs.pop("replay_data", []) if s.startswith("skills:")]
         kwargs.pop("replay_share", None)
-    for key in DEV_SELECTION_DEFAULTS:
-        if key not in known and key in kwargs:
-            kwargs.pop(key)
-            log.info("this modeling version has no %s: left out", key)
     return kwargs, extra_data
 
 

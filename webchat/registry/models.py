@@ -208,7 +208,7 @@ class PromotionPolicy(SingleRow):
         default=list, blank=True, help_text="Word rates, e.g. [0.1, 0.2]; empty: [0.1, 0.2]."
     )
     attack_n = models.PositiveIntegerField(
-        default=100, help_text="Test dialogues attacked for the replayed and adaptive ASR."
+        default=50, help_text="Test dialogues attacked for the replayed and adaptive ASR."
     )
     attack_budget = models.PositiveIntegerField(
         default=200, help_text="Model queries the attack may spend per dialogue."

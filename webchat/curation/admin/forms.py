@@ -132,15 +132,18 @@ class FineTuneForm(forms.Form):
         label="replay share",
         min_value=0.0,
         max_value=0.95,
+        required=False,
         help_text="Share of each batch replayed from the parent's training mix (the promotion "
-        "policy's sources), so the model does not forget; 0: the dataset alone.",
+        "policy's sources), so the model does not forget; 0: the dataset alone; empty: the "
+        "promotion policy's share.",
     )
 
     def hyperparameters(self) -> dict:
         hp = {k: self.cleaned_data[k] for k in FINETUNE_DEFAULTS}
         if self.cleaned_data.get("perturb_prob"):
             hp["perturb_prob"] = self.cleaned_data["perturb_prob"]
-        hp["replay_share"] = self.cleaned_data["replay_share"]
+        if self.cleaned_data.get("replay_share") is not None:
+            hp["replay_share"] = self.cleaned_data["replay_share"]
         return hp
 
 
