@@ -38,7 +38,7 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
     list_select_related = ("attacked_model", "source_message")
     audit_view = "curation: adversarial samples"
     audit_conversation = "source_message.conversation_id"
-    actions = ["approve", "reject"]
+    actions = ["approve", "approve_valid", "reject"]
     change_list_template = "admin/curation/adversarialsample/change_list.html"
     fields = (
         "status",
@@ -114,6 +114,13 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
     @admin.action(description="Approve selected samples", permissions=("review",))
     def approve(self, request, queryset):
         self._review(request, queryset, Review.APPROVED)
+
+    @admin.action(
+        description="Approve all valid ones among the selected (oracle verdict valid)",
+        permissions=("review",),
+    )
+    def approve_valid(self, request, queryset):
+        self._review(request, queryset.filter(valid=True), Review.APPROVED)
 
     @admin.action(description="Reject selected samples", permissions=("review",))
     def reject(self, request, queryset):
