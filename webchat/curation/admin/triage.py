@@ -17,6 +17,21 @@ ALL_LINK_IDS = 200  # ids in one "all" link (a URL stays short enough)
 TOP_REPLIES = 3
 
 
+def _row(group) -> dict:
+    """One group as the page's table shows it."""
+    ids = ",".join(map(str, group.feedback_ids[:ALL_LINK_IDS]))
+    return {
+        "group": group,
+        "turns": [
+            (reverse("admin:curation_flaggedturn_change", args=[i]), i)
+            for i in group.feedback_ids[:TURN_LINKS]
+        ],
+        "all_url": f"{reverse('admin:curation_flaggedturn_changelist')}?id__in={ids}",
+        "replies": group.replies.most_common(TOP_REPLIES),
+        "corrections": group.corrections.most_common(TOP_REPLIES),
+    }
+
+
 class FailureTriageMixin(admin.ModelAdmin):
     """Adds the triage page to the flagged replies' admin."""
 
@@ -57,20 +72,7 @@ class FailureTriageMixin(admin.ModelAdmin):
         by, model_id = self._triage_params(request)
         triage = recurring_failures(by=by, model_version_id=model_id)
         shown = triage.groups[:GROUPS_SHOWN]
-        changelist = reverse("admin:curation_flaggedturn_changelist")
-        rows = [
-            {
-                "group": g,
-                "turns": [
-                    (reverse("admin:curation_flaggedturn_change", args=[i]), i)
-                    for i in g.feedback_ids[:TURN_LINKS]
-                ],
-                "all_url": f"{changelist}?id__in={','.join(map(str, g.feedback_ids[:ALL_LINK_IDS]))}",
-                "replies": g.replies.most_common(TOP_REPLIES),
-                "corrections": g.corrections.most_common(TOP_REPLIES),
-            }
-            for g in shown
-        ]
+        rows = [_row(g) for g in shown]
         access_log_record(
             user=request.user,
             conversation_ids={c for g in shown for c in g.conversation_ids},
