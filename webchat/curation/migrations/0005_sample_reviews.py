@@ -4,7 +4,7 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-from webchat.curation.permissions import sync_curator_group_so_far
+from webchat.curation.permissions import sync_curator_group
 
 
 def reviews_from_single_reviewers(apps, schema_editor):
@@ -94,5 +94,5 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunPython(reviews_from_single_reviewers, migrations.RunPython.noop),
-        migrations.RunPython(sync_curator_group_so_far, migrations.RunPython.noop),
+        migrations.RunPython(sync_curator_group, migrations.RunPython.noop),
     ]
