@@ -163,7 +163,7 @@ def dataset_export(dataset: Dataset, *, fmt: str) -> Export:
             missing or changed.
     """
     if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise ExportError(f"Unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     records = _frozen_records(dataset)
     samples = _samples_of(dataset, records)
     export = Export(dataset=dataset, fmt=fmt)
