@@ -2,7 +2,7 @@
 admin's own views, against the pages beside them in the same run.
 
 A fresh SQLite database gets N flagged replies in consented conversations (skills test
-dialogues, follow-ups included, each with a wrong reply, plus one in five free-text turns), and a
+dialogues, recurring beyond the split's ~800, follow-ups included, each with a wrong reply, plus one in five free-text turns), and a
 frozen dataset version of N approved correction samples. Measured with Django's test client as an
 admin, each view a few times (median):
 
@@ -38,9 +38,12 @@ def populate(n: int) -> int:
     from webchat.curation.services import dataset_build, samples_from_corrections
 
     owner = User.objects.create_superuser("bench", password="x")  # noqa: S106 - a bench account
-    items = dialogues("test", n, seed=0)
+    # The test split holds ~800 distinct dialogues: beyond that the same questions recur, as
+    # failures do on a real site.
+    items = dialogues("test", min(n, 800), seed=0)
     feedback_ids = []
-    for i, dialogue in enumerate(items):
+    for i in range(n):
+        dialogue = items[i % len(items)]
         conversation = Conversation.objects.create(owner=owner, training_consent=True)
         parent = None
         turns = dialogue.to_json()["messages"]
