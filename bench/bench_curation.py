@@ -3,8 +3,8 @@ admin's own views, against the pages beside them in the same run.
 
 A fresh SQLite database gets N flagged replies in consented conversations (skills test
 dialogues, recurring beyond the split's ~800, follow-ups included, each with a wrong reply, plus
-one in five free-text turns), and a frozen dataset version of N approved correction samples. Measured with Django's test client as an
-admin, each view a few times (median):
+one in five free-text turns), and a frozen dataset version of N approved correction samples.
+Measured with Django's test client as an admin, each view a few times (median):
 
 - triage page (`Flagged replies > Recurring failures`, groups the newest 5,000) against the
   flagged list's first page (100 rows) and against reading the same rows alone;
