@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from webchat.curation.admin.exports import DatasetExportsMixin
 from webchat.curation.admin.forms import (
     BuildDatasetForm,
     FineTuneForm,
@@ -25,7 +26,7 @@ LINEAGE_LINKS = 500  # the page stays light for big datasets; the rest is counte
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(DatasetExportsMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "version",
