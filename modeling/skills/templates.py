@@ -6,7 +6,8 @@ Directional tasks give (next, prev) forms, arithmetic (add, sub, mul); one templ
 
 from __future__ import annotations
 
-from modeling.skills.world import FAMILIES
+from modeling.skills.intents import INTENT_TEMPLATES
+from modeling.skills.world import TASKS
 
 N_OOD_TEMPLATES = 2  # the last templates of every list are held out for the ood split
 
@@ -191,23 +192,28 @@ DISTRACTORS = [
 ]  # fmt: skip
 
 
+def _template_list(name: str) -> list:
+    if name == "followup":
+        return FOLLOWUP_TEMPLATES
+    return TEMPLATES[name] if name in TEMPLATES else INTENT_TEMPLATES[name]
+
+
 def template_ids(task_or_followup: str, ood: bool = False) -> list[str]:
-    """Template ids of a task (or "followup"): in-distribution ones, or the held-out ones.
+    """Template ids of a task, "followup" or an intent list: in-distribution or held-out ones.
 
     Args:
-        task_or_followup: one of TASKS or "followup".
+        task_or_followup: one of TASKS, "followup", or a key of intents.INTENT_TEMPLATES
+            ("greeting", "thanks", "farewell", "identity", "out_of_scope", "complaint").
         ood: False for the training templates, True for the held-out templates.
     Returns:
         ids like "capital/3".
     """
-    count = len(
-        FOLLOWUP_TEMPLATES if task_or_followup == "followup" else TEMPLATES[task_or_followup]
-    )
+    count = len(_template_list(task_or_followup))
     first_ood = count - N_OOD_TEMPLATES
     idx = range(first_ood, count) if ood else range(first_ood)
     return [f"{task_or_followup}/{i}" for i in idx]
 
 
 OOD_TEMPLATE_IDS: frozenset[str] = frozenset(
-    tid for name in FAMILIES for tid in template_ids(name, ood=True)
+    tid for name in (*TASKS, "followup", *INTENT_TEMPLATES) for tid in template_ids(name, ood=True)
 )

@@ -37,7 +37,10 @@ def _jsonl(tmp_path, records, name="chats.jsonl"):
 
 
 def _dialogue_file(tmp_path, n, seed):
-    dialogues = skills.generate_dialogues("train", n, seed=seed)
+    # question dialogues: short replies, all of them learned (a repair's wrong reply is not)
+    dialogues = skills.generate_dialogues(
+        "train", n, seed=seed, families=(*skills.TASKS, "followup")
+    )
     return dialogues, _jsonl(tmp_path, [d.to_json() for d in dialogues])
 
 
