@@ -273,8 +273,10 @@ def pretraining_text(n: int = 2000, seed: int = 0, include_ood: bool = True) -> 
     """Plain-text documents stating facts of the world, for next-token pretraining.
 
     Each document is 3-8 statements ("The capital of Spain is Madrid.", "After Monday comes
-    Tuesday.", "7 times 8 is 56.", "The word cat is spelled c-a-t.") in the STATEMENTS phrasings,
-    never in a question template.
+    Tuesday.", "7 times 8 is 56.", "The word cat is spelled c-a-t.") in the STATEMENTS phrasings
+    (several paraphrases of each fact, both directions), never in a question template. The
+    entities are taken in turn, a fresh shuffle per pass, so every entity is stated about equally
+    often (n * 5.5 / ~700 times each).
 
     Args:
         n: number of documents.
@@ -285,33 +287,43 @@ def pretraining_text(n: int = 2000, seed: int = 0, include_ood: bool = True) -> 
         n strings.
     """
     rng = random.Random(f"pretrain:{seed}:{include_ood}")  # noqa: S311 (seeded data, not security)
-    pools = {
-        task: pools[0] + (pools[1] if include_ood else []) for task, pools in _ENTITIES.items()
-    }
+    facts_of = [
+        (task, entity)
+        for task, pools in _ENTITIES.items()
+        for entity in pools[0] + (pools[1] if include_ood else [])
+    ]
+    # every entity in turn (a fresh shuffle per pass), so each one is stated about equally often
+    queue: list = []
     docs = []
     for _ in range(n):
         facts = []
         for _ in range(rng.randint(3, 8)):
-            task = rng.choice(TASKS)
-            entity = rng.choice(pools[task])
-            answer = answer_for(Parse(task, _slots_of(task, entity))).rstrip(".")
-            if task == "capital":
-                text = rng.choice(STATEMENTS["capital"]).format(country=entity, answer=answer)
-            elif task in ("weekday", "month"):
-                a, b = (entity[1], answer) if entity[0] == "next" else (answer, entity[1])
-                text = rng.choice(STATEMENTS[task]).format(a=a, b=b)
-            elif task == "arithmetic":
-                op, a, b = entity
-                text = rng.choice(STATEMENTS[op]).format(a=a, b=b, r=answer)
-            elif task == "unit":
-                src, q = entity
-                dst = CONVERSIONS[src][0]
-                text = rng.choice(STATEMENTS["unit"]).format(
-                    q=q, src=_unit_word(src, q), r=answer, dst=_unit_word(dst, int(answer))
-                )
-            else:
-                text = rng.choice(STATEMENTS[task]).format(word=entity, letters=answer)
-            # spelled words stay lowercase so the statement matches the letters
-            facts.append(text if task in ("spell", "reverse") else text[0].upper() + text[1:])
+            if not queue:
+                queue = list(facts_of)
+                rng.shuffle(queue)
+            facts.append(_statement(rng, *queue.pop()))
         docs.append(" ".join(facts))
     return docs
+
+
+def _statement(rng: random.Random, task: str, entity) -> str:
+    """One fact about an entity, in a random STATEMENTS paraphrase."""
+    answer = answer_for(Parse(task, _slots_of(task, entity))).rstrip(".")
+    if task == "capital":
+        text = rng.choice(STATEMENTS["capital"]).format(country=entity, answer=answer)
+    elif task in ("weekday", "month"):
+        a, b = (entity[1], answer) if entity[0] == "next" else (answer, entity[1])
+        text = rng.choice(STATEMENTS[task]).format(a=a, b=b)
+    elif task == "arithmetic":
+        op, a, b = entity
+        text = rng.choice(STATEMENTS[op]).format(a=a, b=b, r=answer)
+    elif task == "unit":
+        src, q = entity
+        dst = CONVERSIONS[src][0]
+        text = rng.choice(STATEMENTS["unit"]).format(
+            q=q, src=_unit_word(src, q), r=answer, dst=_unit_word(dst, int(answer))
+        )
+    else:
+        text = rng.choice(STATEMENTS[task]).format(word=entity, letters=answer)
+    # spelled words stay lowercase so the statement matches the letters
+    return text if task in ("spell", "reverse") else text[0].upper() + text[1:]
