@@ -100,18 +100,19 @@ def format_report(report: dict) -> str:
     from modeling.evaluate import format_table
 
     lines = [format_table({"test": report["test"], "ood": report["ood"]}), ""]
+
+    def row(name: str, value, part: int, whole: int) -> str:
+        shown = "   n/a" if value is None else f"{100 * value:6.1f}%"
+        return f"{name:<30} {shown} ({part}/{whole})"
+
     for kind, r in report["ood"].get("per_heldout", {}).items():
-        lines.append(f"ood held-out {kind:<16} {100 * r['accuracy']:6.1f}% ({r['correct']}/{r['n']})")
+        lines.append(row(f"ood held-out {kind}", r["accuracy"], r["correct"], r["n"]))
     h, rep = report["hallucination"], report["repair"]
-    lines.append(f"hallucination rate       {100 * h['rate']:6.1f}% ({h['hallucinated']}/{h['n']})")
-
-    def rate(value):
-        return "   n/a" if value is None else f"{100 * value:6.1f}%"
-
-    lines.append(f"repair rate              {rate(rep['repair_rate'])} ({rep['repaired']}/{rep['wrong']})")
-    lines.append(f"kept-right rate          {rate(rep['kept_right_rate'])} ({rep['kept']}/{rep['right']})")
+    lines.append(row("hallucination rate", h["rate"], h["hallucinated"], h["n"]))
+    lines.append(row("repair rate", rep["repair_rate"], rep["repaired"], rep["wrong"]))
+    lines.append(row("kept-right rate", rep["kept_right_rate"], rep["kept"], rep["right"]))
     for name, r in report["robustness"].items():
-        lines.append(f"{name:<24} {100 * r['accuracy']:6.1f}% ({r['correct']}/{r['n']})")
+        lines.append(row(name, r["accuracy"], r["correct"], r["n"]))
     return "\n".join(lines)
 
 
@@ -123,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         Process exit status.
     """
-    parser = argparse.ArgumentParser(prog="python -m modeling.recipe_eval", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling.recipe_eval", description=main.__doc__
+    )
     parser.add_argument("model_dir")
     parser.add_argument("--n", type=int, default=0, help="dialogues per split (0 = 800)")
     parser.add_argument("--seed", type=int, default=0)

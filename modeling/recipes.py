@@ -12,8 +12,8 @@ The default recipe, sized for a 2-core CPU and about ten minutes:
 4. supervised fine-tuning on the skills training dialogues (questions, follow-ups, greetings and
    who-are-you turns, out-of-scope requests, complaints), mixed with the statements (full loss),
    with half the user turns perturbed online (modeling.recipe_noise: typos, entity typos, lower
-   case, distractor sentences), in packed rows of 512 tokens so every position the model serves
-   is trained;
+   case, distractor sentences), in packed rows of 256 tokens (positions up to 512 are trained
+   in pretraining, whose rows are 512 tokens);
 5. evaluation (modeling.recipe_eval) recorded in meta.json, and the recommended decoding settings
    (greedy) in generation_config.json.
 
@@ -52,8 +52,12 @@ class DefaultRecipe:
     model: dict = field(
         default_factory=lambda: dict(family="llama", n_layer=4, n_head=4, n_embd=128)
     )
-    seq_len: int = 512  # the context the model serves; packed rows fill it, so all of it is trained
+    seq_len: int = 512  # the context the model serves; pretraining rows fill all of it
     batch_size: int = 4
+    # SFT rows: packed conversations up to 256 tokens (a 10-turn chat fits), twice the rows per
+    # step, so a step costs the same tokens and less attention than at 512
+    sft_seq_len: int = 256
+    sft_batch_size: int = 8
     pack_sft: bool = True
     pretrain_data: tuple[str, ...] = ("skills-text", "skills:train")
     pretrain_steps: int = 800
@@ -80,6 +84,7 @@ def test_sized_recipe(**changes) -> DefaultRecipe:
     """
     small = dict(
         vocab_size=512, text_docs=200, train_dialogues=600, seq_len=256, batch_size=4,
+        sft_seq_len=128, sft_batch_size=8,
         model=dict(family="llama", n_layer=2, n_head=2, n_embd=64),
         pretrain_steps=60, sft_steps=240, warmup_steps=10, eval_n=0, num_threads=1,
     )  # fmt: skip
@@ -217,9 +222,8 @@ def _train_tokenizer(out: Path, r: DefaultRecipe, seed: int, report: _BuildProgr
 
 def _stage_config(r: DefaultRecipe, seed: int, **fields) -> TrainConfig:
     """A stage's TrainConfig: the fields every stage shares, plus the stage's own."""
+    fields = {"seq_len": r.seq_len, "batch_size": r.batch_size, **fields}
     return TrainConfig(
-        seq_len=r.seq_len,
-        batch_size=r.batch_size,
         skills_n=r.train_dialogues,
         skills_seed=seed,
         skills_text_n=r.text_docs,
@@ -269,6 +273,8 @@ def _fine_tune(out: Path, r: DefaultRecipe, seed: int, base, tok_file: Path, rep
         seed,
         kind="sft",
         out_dir=str(stage),
+        seq_len=r.sft_seq_len,
+        batch_size=r.sft_batch_size,
         data=["skills:train", "skills-text"],
         pack_sft=r.pack_sft,
         perturb_prob=r.perturb_prob,

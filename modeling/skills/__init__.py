@@ -29,6 +29,7 @@ from modeling.skills.corpus import (
     DEFAULT_SIZES,
     Dialogue,
     dialogues,
+    example_prompts,
     generate_dialogues,
     pretraining_text,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "Parse",
     "answer_for",
     "dialogues",
+    "example_prompts",
     "generate_dialogues",
     "is_correct",
     "normalize_answer",

@@ -327,3 +327,22 @@ def _statement(rng: random.Random, task: str, entity) -> str:
         text = rng.choice(STATEMENTS[task]).format(word=entity, letters=answer)
     # spelled words stay lowercase so the statement matches the letters
     return text if task in ("spell", "reverse") else text[0].upper() + text[1:]
+
+
+# the tasks the empty chat page suggests: short questions, short checkable answers
+_EXAMPLE_TASKS = ("capital", "arithmetic", "weekday", "spell", "unit", "month", "reverse")
+
+
+def example_prompts(n: int = 3, seed: int = 0) -> list[str]:
+    """Questions a newcomer can try: training templates and entities, each from another task.
+
+    Args:
+        n: how many (at most one per task, up to 7).
+        seed: which ones (same seed, same questions).
+    Returns:
+        n user turns, e.g. ["What is the capital of Spain?", "What is 3 plus 4?", ...].
+    """
+    rng = random.Random(f"examples:{seed}")  # noqa: S311 (a suggestion, not security)
+    tasks = rng.sample(_EXAMPLE_TASKS, min(n, len(_EXAMPLE_TASKS)))
+    # the first two templates of each task are its plainest phrasings
+    return [_render(t, rng.randrange(2), rng.choice(_ENTITIES[t][0])) for t in tasks]

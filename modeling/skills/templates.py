@@ -171,7 +171,8 @@ FOLLOWUP_TEMPLATES = [
 # "Physics of Language Models 3.1")
 STATEMENTS: dict[str, list[str]] = {
     "capital": ["The capital of {country} is {answer}.", "{answer} is the capital of {country}.",
-                "{country} has {answer} as its capital.", "The capital city of {country} is {answer}.",
+                "{country} has {answer} as its capital.",
+                "The capital city of {country} is {answer}.",
                 "{answer} is the capital city of {country}.", "{country}'s capital is {answer}.",
                 "The government of {country} sits in {answer}, its capital."],
     "weekday": ["After {a} comes {b}.", "The day after {a} is {b}.", "The day before {b} is {a}.",
