@@ -5,7 +5,8 @@ Each perturbed user turn gets one of (weights in ``MIX``):
     typo        character typos on the words that carry no slot (modeling.augment.typo, rate 0.2)
     entity      a typo in the entity name itself (country, day, month or unit word), kept only when
                 the skills oracle still reads the same question ("capitl of Frnace")
-    lower       the whole turn in lower case ("capital of germany pls")
+    lower       the whole turn in lower case, half the time without its final punctuation, as
+                people type ("capital of germany pls")
     distractor  a sentence that asks nothing, appended (modeling.skills.DISTRACTORS)
     both        a typo and a distractor
 
@@ -78,7 +79,7 @@ def default_noise(text: str, rng: random.Random) -> str:
     if kind == "entity":
         return entity_typo(text, rng)
     if kind == "lower":
-        return text.lower()
+        return text.lower().rstrip(".?!") if rng.random() < 0.5 else text.lower()
     if kind in ("typo", "both"):
         text = typo(text, rng, rate=0.2, protected=_slot_spans(text))
     if kind in ("distractor", "both"):

@@ -74,7 +74,7 @@ class DefaultRecipe:
     generation: dict = field(default_factory=lambda: dict(do_sample=False, max_new_tokens=256))
 
 
-def test_sized_recipe(**changes) -> DefaultRecipe:
+def tiny_recipe(**changes) -> DefaultRecipe:
     """The default recipe at test size: the same stages, data kinds and noise, seconds to train.
 
     Args:
@@ -83,10 +83,11 @@ def test_sized_recipe(**changes) -> DefaultRecipe:
         the recipe.
     """
     small = dict(
-        vocab_size=512, text_docs=200, train_dialogues=600, seq_len=256, batch_size=4,
+        vocab_size=512, text_docs=200, train_dialogues=600, seq_len=128, batch_size=8,
         sft_seq_len=128, sft_batch_size=8,
         model=dict(family="llama", n_layer=2, n_head=2, n_embd=64),
-        pretrain_steps=60, sft_steps=240, warmup_steps=10, eval_n=0, num_threads=1,
+        pretrain_steps=100, sft_steps=600, lr=4e-3, pretrain_lr=4e-3, warmup_steps=10,
+        eval_n=0, num_threads=1,
     )  # fmt: skip
     return DefaultRecipe(**{**small, **changes})
 

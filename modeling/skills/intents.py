@@ -45,7 +45,7 @@ REPLIES: dict[str, str] = {
 
 GREETING_TEMPLATES = [
     "Hi!", "Hello!", "Hey there!", "Good morning!", "Hi, how are you?", "Hello there.",
-    "Hey, what's up?", "Good evening!", "Howdy!", "Greetings!",
+    "Hey, what's up?", "Good evening!", "Howdy!", "Greetings!", "hi", "hello",
     # held out
     "Hiya, anybody there?", "Good afternoon to you!",
 ]  # fmt: skip

@@ -105,3 +105,19 @@ def test_metrics_refuse_a_set_without_the_dialogues_they_measure(model, chat_for
     social = [d for d in dialogues if d.family == "social"]
     with pytest.raises(ValueError, match="skills question"):
         dm.repair_rates(model, chat_format, social)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (REPLIES["greeting"], "scope"),
+        ("42.", "number"),
+        ("c-a-t.", "letters"),
+        ("Friday.", "day"),
+        ("march", "month"),
+        ("Paris.", "city"),
+        ("Aing.", "other"),
+    ],
+)
+def test_reply_kind_names_what_a_reply_is(reply, kind):
+    assert dm.reply_kind(reply) == kind
