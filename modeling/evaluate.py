@@ -124,7 +124,10 @@ def predict(
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = range(start, min(len(prompts), start + batch_size))
-            ids = [fmt.render_prompt(prompts[i], max_tokens=block - caps[i]) for i in chunk]
+            # every row of a batch decodes for as many steps as its longest budget asks, so each
+            # prompt leaves room for that many positions (else the KV cache overflows)
+            room = block - max(caps[i] for i in chunk)
+            ids = [fmt.render_prompt(prompts[i], max_tokens=room) for i in chunk]
             params = [
                 SamplingParams(max_new_tokens=caps[i], temperature=0.0, stop_token_ids=stop)
                 for i in chunk

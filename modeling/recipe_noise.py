@@ -7,7 +7,7 @@ Each perturbed user turn gets one of (weights in ``MIX``):
                 the skills oracle still reads the same question ("capitl of Frnace")
     lower       the whole turn in lower case, half the time without its final punctuation, as
                 people type ("capital of germany pls")
-    distractor  a sentence that asks nothing, appended (modeling.skills.DISTRACTORS)
+    distractor  a sentence that asks nothing, appended to a question (modeling.skills.DISTRACTORS)
     both        a typo and a distractor
 
 These are the cheap families of the robustness bench (docs/robustness.md). The validity oracle is
@@ -82,6 +82,9 @@ def default_noise(text: str, rng: random.Random) -> str:
         return text.lower().rstrip(".?!") if rng.random() < 0.5 else text.lower()
     if kind in ("typo", "both"):
         text = typo(text, rng, rate=0.2, protected=_slot_spans(text))
-    if kind in ("distractor", "both"):
+    # after a greeting or a request, a distractor may change what the turn asks ("Greetings! It
+    # is a sunny afternoon." talks about the weather): only questions get one
+    parse = _parse(text)
+    if kind in ("distractor", "both") and parse is not None and parse.task in skills.TASKS:
         text = f"{text.rstrip()} {rng.choice(skills.DISTRACTORS)}"
     return text

@@ -22,13 +22,16 @@ def test_numbers_are_split_into_single_digit_tokens():
 
 
 def test_pretraining_text_states_every_fact_of_every_entity_in_both_directions():
-    docs = " ".join(skills.pretraining_text(2000))
+    sentences = [s for doc in skills.pretraining_text(2000) for s in doc.split(". ")]
+
+    def orders(a: str, b: str) -> set[bool]:
+        """For the sentences naming both: whether a comes first."""
+        return {s.index(a) < s.index(b) for s in sentences if a in s and b in s}
+
     for country in skills.OOD_COUNTRIES:  # held-out entities too: they are only ever read
-        capital = skills.CAPITALS[country]
-        assert f"capital of {country} is {capital}" in docs
-        assert f"{capital} is the capital" in docs
-    assert "Thursday comes before Friday" in docs
-    assert "The day after Thursday is Friday" in docs
+        assert orders(country, skills.CAPITALS[country]) == {True, False}, country
+    assert orders("Thursday", "Friday") == {True, False}
+    assert orders("October", "November") == {True, False}
 
 
 def test_the_default_noise_keeps_the_question_and_covers_each_family():
@@ -78,6 +81,7 @@ def newcomer_model(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # it trains a model: ~1 min on 2 quiet cores, far more on busy ones
 def test_a_newcomer_is_greeted_refused_honestly_and_answered_despite_typos(newcomer_model):
     from modeling.chat import ChatFormat
     from modeling.checkpoint import load_model
