@@ -2,8 +2,9 @@
 
     splits        exact match on test and ood, per family; ood also per held-out kind
                   (template only, entity only, both)
-    conversation  hallucination rate on the test split's out-of-scope turns, repair and kept-right
-                  rates after "That is not right." (modeling.dialogue_metrics)
+    conversation  hallucination rate on out-of-scope test dialogues, repair and kept-right rates
+                  after "That is not right." on question test dialogues (modeling.dialogue_metrics;
+                  n / 11 and 8n / 11 of them, at least 20 and 160, so they exist for a small n)
     robustness    accuracy on the test split with the last user turn perturbed: typo@0.2 and
                   distractor (modeling.augment recipes, as the admin's evaluation uses them) and
                   entity typos (modeling.recipe_noise.entity_typo: a typo in the entity name that
@@ -57,7 +58,7 @@ def evaluate_default(model_dir: str | os.PathLike, n: int = 0, seed: int = 0) ->
     from modeling import augment, skills
     from modeling.chat import ChatFormat
     from modeling.checkpoint import load_model
-    from modeling.dialogue_metrics import hallucination_rate, repair_rates
+    from modeling.dialogue_metrics import QUESTION_FAMILIES, hallucination_rate, repair_rates
     from modeling.evaluate import evaluate
     from modeling.recipe_noise import entity_typo
 
@@ -73,8 +74,12 @@ def evaluate_default(model_dir: str | os.PathLike, n: int = 0, seed: int = 0) ->
             if name == "ood":
                 result["per_heldout"] = _by_heldout(result["predictions"], ds)
             out[name] = {k: v for k, v in result.items() if k != "predictions"}
-        out["hallucination"] = hallucination_rate(model, fmt, test)
-        out["repair"] = repair_rates(model, fmt, test, seed=seed)
+        # enough dialogues of the families these measure even when n is small
+        k = max(20, len(test) // len(skills.FAMILIES))
+        oos = skills.generate_dialogues("test", k, seed, families=["out_of_scope"])
+        questions = skills.generate_dialogues("test", 8 * k, seed, families=QUESTION_FAMILIES)
+        out["hallucination"] = hallucination_rate(model, fmt, oos)
+        out["repair"] = repair_rates(model, fmt, questions, seed=seed)
         # the perturbations are of single questions: a turn is perturbed without its context
         typo = augment.recipe("typo", rate=0.2, strict=False)
         dis = augment.recipe("distractor", strict=False)

@@ -274,7 +274,7 @@ def _fine_tune(out: Path, r: DefaultRecipe, seed: int, base, tok_file: Path, rep
         seed,
         kind="sft",
         out_dir=str(stage),
-        seq_len=r.sft_seq_len,
+        seq_len=min(r.sft_seq_len, r.seq_len),  # never past the context the model was built with
         batch_size=r.sft_batch_size,
         data=["skills:train", "skills-text"],
         pack_sft=r.pack_sft,
