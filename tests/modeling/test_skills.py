@@ -147,7 +147,8 @@ def test_train_dev_test_dialogues_are_disjoint(corpus):
 def test_pretraining_text_states_facts_and_can_exclude_held_out_entities():
     docs = pretraining_text(300, seed=0)
     text = " ".join(docs)
-    assert "The capital of Spain is Madrid." in text or "Madrid is the capital of Spain." in text
+    # some paraphrase of the fact (STATEMENTS has seven): a sentence naming both
+    assert any("Spain" in s and "Madrid" in s for s in text.split(". "))
     assert any(c in text for c in OOD_ENTITIES["capital"])  # held-out facts included by default
     clean = " ".join(pretraining_text(300, seed=0, include_ood=False))
     words = set(re.findall(r"[A-Za-z]+", clean))
