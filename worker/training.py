@@ -167,19 +167,30 @@ def record_stop(run_id: int, recorder: RunRecorder, exc: Exception) -> str:
     if isinstance(exc, SoftTimeLimitExceeded):
         reason = "the run exceeded its time limit"
     else:
-        reason = f"{exc.__class__.__name__}: {exc}"
+        reason = failure_reason(exc)
         log.exception("training run %s failed", run_id)
     recorder.log(f"failed: {reason}")
     recorder.flush(status=TrainingRun.Status.FAILED, error=reason, finished_at=timezone.now())
     return "failed"
 
 
+def failure_reason(exc: Exception) -> str:
+    """What the admin is told about a failed run. A file error names no path (the worker's log
+    has it), so a run's error text never says which files exist on the server."""
+    if isinstance(exc, OSError):
+        return f"{exc.__class__.__name__}: {exc.strerror or 'a file could not be read or written'}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 def execute(run, recorder: RunRecorder) -> Path:
     """Train according to the run's kind; returns the final model directory."""
+    from webchat.registry.hyperparameters import hyperparameters_validate
     from webchat.registry.models import TrainingRun
 
     out = run_dir(run.pk)
-    hp = dict(run.hyperparameters or {})
+    # Checked again here: a row written before the allow-list, or by other code than the
+    # admin's services, must not reach TrainConfig with paths or unbounded sizes either.
+    hp = hyperparameters_validate(run.hyperparameters or {})
     if run.kind == TrainingRun.Kind.DEFAULT:
         from modeling.recipes import build_default_model
 
@@ -195,11 +206,11 @@ def execute(run, recorder: RunRecorder) -> Path:
 
     if run.base_model is None and run.kind == TrainingRun.Kind.SFT:
         raise ValueError("a fine-tuning run needs a base model version")
-    data = list(hp.pop("data", []))
+    data = []
     if run.dataset is not None:
         dataset_file = Path(run.dataset.path)
         if not dataset_file.is_file():
-            raise FileNotFoundError(f"dataset file {dataset_file} is missing")
+            raise ValueError(f"the file of dataset {run.dataset} is missing")
         if run.dataset.sha256:
             from webchat.curation.hashing import file_sha256
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 # Names imported `as` themselves are re-exported: the reads moved to selectors and the test-set
 # names to models, and they stay importable from here for the callers of the old names.
+from webchat.registry.hyperparameters import hyperparameters_validate
 from webchat.registry.models import TEST_ADAPTIVE as TEST_ADAPTIVE
 from webchat.registry.models import TEST_CLEAN as TEST_CLEAN
 from webchat.registry.models import TEST_OOD as TEST_OOD
@@ -141,14 +142,23 @@ def model_version_import_start(*, source: str, name: str) -> str:
 def training_run_start(
     *, kind: str, base_model=None, dataset=None, hyperparameters=None, user=None
 ) -> TrainingRun:
-    """Create a queued TrainingRun and enqueue it on the `train` queue after commit."""
+    """Create a queued TrainingRun and enqueue it on the `train` queue after commit.
+
+    Raises:
+        HyperparameterError: a field outside the allow-list, its range or the site's ceilings
+            (nothing is created).
+        RegistryError: a fine-tuning run without a base model.
+    """
     from worker.training import run_training
 
+    checked = hyperparameters_validate(hyperparameters or {})
+    if kind == TrainingRun.Kind.SFT and base_model is None:
+        raise RegistryError("a fine-tuning run needs a base model version")
     run = TrainingRun.objects.create(
         kind=kind,
         base_model=base_model,
         dataset=dataset,
-        hyperparameters=hyperparameters or {},
+        hyperparameters=checked,
         created_by=user,
     )
     transaction.on_commit(lambda: run_training.delay(run.pk))
