@@ -9,7 +9,6 @@ default model on first start) or a promotion does it later.
 """
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -234,26 +233,46 @@ def execute(run, recorder: RunRecorder) -> Path:
 
 
 def register(run, model_dir: Path):
-    """Move the trained model under MODELS_DIR/versions/ and record it as a candidate."""
-    from modeling.checkpoint import model_info
+    """Publish the trained model as MODELS_DIR/versions/<kind>-run<id> and record it as a
+    candidate. Nothing is written over an existing directory or version: the name is taken
+    first in the database (names of that shape are reserved for runs), then the directory is
+    published under a lock; if either is taken the run fails with the reason and its model stays
+    in its run directory."""
+    from modeling.checkpoint import model_info, publish_dir
     from webchat.registry.selectors import model_version_by_name
-    from webchat.registry.services import model_version_register
+    from webchat.registry.services import RegistryError, model_version_register
 
     name = f"{run.kind}-run{run.pk}"
     final = Path(settings.MODELS_DIR) / "versions" / name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    shutil.move(str(model_dir), str(final))
     existing = model_version_by_name(name=name)
-    if existing is not None:  # a redelivered run that registered before dying
-        return existing
-    return model_version_register(
-        name=name,
-        path=str(final),
-        info=model_info(final),
-        parent=run.base_model,
-        dataset=run.dataset,
+    if existing is not None:
+        if not _registered_by(run, existing, final):
+            raise RegistryError(
+                f"a model version named {name} already exists and is not this run's"
+            )
+        if not final.is_dir() and model_dir.is_dir():  # died between the row and the rename
+            publish_dir(model_dir, final)
+        return existing  # a redelivered run that registered before dying
+    with transaction.atomic():  # the row goes if the directory cannot be published
+        version = model_version_register(
+            name=name,
+            path=str(final),
+            info=model_info(model_dir),
+            parent=run.base_model,
+            dataset=run.dataset,
+        )
+        publish_dir(model_dir, final)
+    return version
+
+
+def _registered_by(run, version, final: Path) -> bool:
+    """Whether `version` is the one this run registered before it was redelivered (not a
+    version that took the name earlier, or points elsewhere)."""
+    return (
+        Path(version.path) == final
+        and version.parent_id == run.base_model_id
+        and run.started_at is not None
+        and version.created_at >= run.started_at
     )
 
 

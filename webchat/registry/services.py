@@ -7,7 +7,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 # Names imported `as` themselves are re-exported: the reads moved to selectors and the test-set
@@ -62,17 +62,26 @@ def model_version_register(
         info: `modeling.checkpoint.model_info(path)` (family, n_params, meta ...).
         parent: the version it was fine-tuned from.
         dataset: the curation Dataset it was trained on.
+
+    Raises:
+        RegistryError: the name belongs to another version already.
     """
-    return ModelVersion.objects.create(
-        name=name,
-        path=str(path),
-        family=info.get("family", ""),
-        n_params=info.get("n_params", 0),
-        context_length=info.get("block_size") or 0,
-        parent=parent,
-        dataset=dataset,
-        metrics=_headline_metrics(info.get("meta", {})),
-    )
+    if ModelVersion.objects.filter(name=name).exists():
+        raise RegistryError(f"a model version named {name!r} already exists")
+    try:
+        with transaction.atomic():  # a concurrent registration of the name loses here
+            return ModelVersion.objects.create(
+                name=name,
+                path=str(path),
+                family=info.get("family", ""),
+                n_params=info.get("n_params", 0),
+                context_length=info.get("block_size") or 0,
+                parent=parent,
+                dataset=dataset,
+                metrics=_headline_metrics(info.get("meta", {})),
+            )
+    except IntegrityError as exc:
+        raise RegistryError(f"a model version named {name!r} already exists") from exc
 
 
 @transaction.atomic

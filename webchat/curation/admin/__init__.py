@@ -16,6 +16,7 @@ from webchat.curation.admin.forms import (
 from webchat.curation.admin.jobs import CurationJobAdmin
 from webchat.curation.admin.loop import LoopSettingsAdmin
 from webchat.curation.admin.samples import AdversarialSampleAdmin
+from webchat.curation.admin.schedules import GuardedPeriodicTaskAdmin
 
 __all__ = [
     "GENERATION_METHODS",
@@ -27,6 +28,7 @@ __all__ = [
     "DatasetAdmin",
     "FineTuneForm",
     "FlaggedTurnAdmin",
+    "GuardedPeriodicTaskAdmin",
     "LoopSettingsAdmin",
     "SkillsGenerateForm",
     "render_form",
