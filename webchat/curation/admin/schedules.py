@@ -8,8 +8,6 @@ from django.contrib import admin
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
-GUARDED_ACTIONS = ("enable_tasks", "disable_tasks", "toggle_tasks", "run_tasks")
-
 
 def needs_change_permission(action):
     """The same admin action, offered only to users with the model's change permission."""
@@ -22,11 +20,12 @@ def needs_change_permission(action):
     return guarded
 
 
-GuardedPeriodicTaskAdmin = type(
-    "GuardedPeriodicTaskAdmin",
-    (PeriodicTaskAdmin,),
-    {name: needs_change_permission(getattr(PeriodicTaskAdmin, name)) for name in GUARDED_ACTIONS},
-)
+class GuardedPeriodicTaskAdmin(PeriodicTaskAdmin):
+    enable_tasks = needs_change_permission(PeriodicTaskAdmin.enable_tasks)
+    disable_tasks = needs_change_permission(PeriodicTaskAdmin.disable_tasks)
+    toggle_tasks = needs_change_permission(PeriodicTaskAdmin.toggle_tasks)
+    run_tasks = needs_change_permission(PeriodicTaskAdmin.run_tasks)
+
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, GuardedPeriodicTaskAdmin)
