@@ -61,7 +61,12 @@ def _write_json(path: Path, obj) -> None:
 
 
 def save_model(
-    model: Transformer, tokenizer, path, meta: dict | None = None, copy_from=None
+    model: Transformer,
+    tokenizer,
+    path,
+    meta: dict | None = None,
+    copy_from=None,
+    exclusive: bool = False,
 ) -> Path:
     """Write a model directory atomically (temp dir in the same parent, then rename).
 
@@ -73,6 +78,7 @@ def save_model(
         copy_from: optional model directory whose auxiliary files (chat template in
             tokenizer_config.json, generation_config.json, special_tokens_map.json) are carried
             over, e.g. from the base model of a fine-tune.
+        exclusive: refuse (CheckpointError) instead of replacing an existing `path`.
     Returns:
         The resolved destination path.
     """
@@ -90,7 +96,7 @@ def save_model(
                     shutil.copyfile(Path(copy_from) / name, tmp / name)
         _write_json(tmp / META_FILE, meta)
 
-    return write_dir_atomically(path, write)
+    return write_dir_atomically(path, write, exclusive=exclusive)
 
 
 # ----------------------------------------------------------------------------- reading
