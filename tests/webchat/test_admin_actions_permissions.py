@@ -12,8 +12,14 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from webchat.accounts.models import ApiKey, Profile
 from webchat.chat.models import Conversation, Feedback, Message
-from webchat.curation.models import AdversarialSample, CurationJob, Dataset
-from webchat.registry.models import Evaluation, ModelVersion, PromotionRecord, TrainingRun
+from webchat.curation.models import AdversarialSample, CurationJob, Dataset, LoopSettings
+from webchat.registry.models import (
+    Evaluation,
+    ModelVersion,
+    PromotionPolicy,
+    PromotionRecord,
+    TrainingRun,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -148,3 +154,53 @@ def test_the_admin_walked_as_a_curator_and_a_viewer_runs_only_their_actions(
         assert response.status_code in (200, 302, 403), (label, name)
         assert not queued, f"{who} queued work through {label}.{name}"
         assert snapshot() == before, f"{who} changed data through {label}.{name}"
+
+
+# The admin lists a curator opens (docs/curation.md, Permissions); every other one is refused.
+CURATOR_PAGES = {
+    "curation.flaggedturn",
+    "curation.adversarialsample",
+    "curation.curationjob",
+    "curation.dataset",
+    "curation.loopsettings",
+    "registry.modelversion",
+    "registry.trainingrun",
+    "registry.evaluation",
+    "registry.promotionpolicy",
+    "registry.promotionrecord",
+}
+
+
+def test_a_curator_opens_exactly_the_pages_docs_curation_md_lists(
+    client, curator, one_of_everything
+):
+    client.force_login(curator)
+    opened = set()
+    for model in admin.site._registry:
+        meta = model._meta
+        response = client.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+        assert response.status_code in (200, 302, 403), meta.label_lower
+        if response.status_code != 403:
+            opened.add(meta.label_lower)
+    assert opened == CURATOR_PAGES
+
+    dataset = Dataset.objects.get()
+    for name, args, status in [
+        ("curation_dataset_build", [], 200),
+        ("curation_dataset_finetune", [dataset.pk], 200),
+        ("curation_dataset_download", [dataset.pk], 404),  # allowed; this one was never frozen
+        ("curation_adversarialsample_generate_skills", [], 200),
+        ("registry_trainingrun_add", [], 200),
+    ]:
+        assert client.get(reverse(f"admin:{name}", args=args)).status_code == status, name
+    before = snapshot()
+    refused = client.get(reverse("admin:registry_modelversion_import"), follow=True)
+    assert "You may not import model versions." in refused.content.decode()
+    rolled = client.post(reverse("admin:registry_modelversion_rollback"), follow=True)
+    assert "You may not roll back model versions." in rolled.content.decode()
+    for model in (LoopSettings, PromotionPolicy):
+        row = model.load()
+        meta = model._meta
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[row.pk])
+        assert client.post(url, {}).status_code == 403
+    assert snapshot() == before
