@@ -79,7 +79,7 @@ def test_a_curator_cannot_retire_a_version_or_cancel_a_run(client, tmp_path):
 
 
 def test_only_a_superuser_deactivates_or_edits_a_superuser(client, admin_user):
-    manager = logged_in(client, staff("max", perms=["view_user", "change_user"]))
+    manager = logged_in(client, staff("max", perms=["view_user", "change_user", "delete_user"]))
     other = User.objects.create_user("ulla")
     page = manager.post(
         reverse("admin:auth_user_changelist"),
@@ -100,12 +100,31 @@ def test_only_a_superuser_deactivates_or_edits_a_superuser(client, admin_user):
         {"password1": "N3w-secret-pw!", "password2": "N3w-secret-pw!"},
     )
     assert reset.status_code == 403
+    deleted = manager.post(
+        reverse("admin:auth_user_changelist"),
+        {"action": "delete_selected", "_selected_action": [admin_user.pk], "post": "yes"},
+    )
+    assert deleted.status_code in (200, 302, 403)
     admin_user.refresh_from_db()
     assert (admin_user.username, admin_user.is_active, admin_user.password) == (
         "admin",
         True,
         password,
     )
+
+
+def test_a_user_manager_cannot_make_anyone_a_superuser(client):
+    manager = staff("max", perms=["view_user", "change_user"])
+    client.force_login(manager)
+    url = reverse("admin:auth_user_change", args=[manager.pk])
+    form = client.get(url).context["adminform"].form
+    assert "is_superuser" not in form.fields
+    data = {k: v for k, v in form.initial.items() if v is not None and k != "password"}
+    data.update({"is_superuser": "on", "groups": [], "user_permissions": []})
+    data.update({f"{p}-TOTAL_FORMS": "0" for p in ("profile", "api_keys")})
+    data.update({f"{p}-INITIAL_FORMS": "0" for p in ("profile", "api_keys")})
+    client.post(url, data)
+    assert User.objects.get(pk=manager.pk).is_superuser is False
 
 
 def test_a_revoked_api_key_cannot_be_revived_in_the_admin(admin_client, admin_user):

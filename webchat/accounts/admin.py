@@ -138,6 +138,16 @@ class UserAdmin(DjangoUserAdmin):
             return False
         return super().has_change_permission(request, obj)
 
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        # Nor does anyone else make a superuser, themselves included.
+        return fields if request.user.is_superuser else (*fields, "is_superuser")
+
     def _changeable(self, request, queryset):
         """The selected users this staff member may switch on or off, with a warning for the
         rest (their own account; superusers, unless they are one)."""
