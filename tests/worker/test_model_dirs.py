@@ -155,3 +155,26 @@ def test_two_concurrent_imports_with_one_name_leave_one_intact_version(
     while time.monotonic() < deadline and len(list((models / "versions").iterdir())) > 2:
         time.sleep(0.1)
     assert sorted(p.name for p in (models / "versions").iterdir()) == [".publish.lock", "twin"]
+
+
+@pytest.mark.django_db
+def test_a_loop_round_with_stored_paths_in_its_settings_fails_before_it_builds_anything(
+    active_tiny_model, settings, tmp_path
+):
+    from webchat.curation.models import AdversarialSample, CurationJob, Dataset, LoopSettings
+    from worker.loop import learning_loop
+
+    settings.DATASETS_DIR = tmp_path / "datasets"
+    # Written straight to the row, as settings saved before the allow-list existed would be.
+    LoopSettings.objects.update_or_create(
+        pk=1, defaults={"min_new_approved": 1, "finetune_hyperparameters": {"data": ["/etc"]}}
+    )
+    AdversarialSample.objects.create(
+        origin="skills", original_text="a", perturbed_text="b", target_reply="c", status="approved"
+    )
+    assert learning_loop()["status"] == "failed"
+    job = CurationJob.objects.get(kind="loop")
+    assert "data: may not be set here" in job.error
+    assert "/etc" not in job.error
+    assert not Dataset.objects.exists()
+    assert not TrainingRun.objects.exists()
