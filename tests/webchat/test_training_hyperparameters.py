@@ -100,6 +100,8 @@ def test_a_curator_cannot_point_a_run_at_a_server_file_and_learns_nothing_about_
         ('{"model": {"n_layer": 64, "n_embd": 8192}}', "(WEBCHAT_TRAIN_MAX_PARAMS)"),
         ('{"model": {"vocab_size": 9}}', "model.vocab_size: not a model field"),
         ("[1, 2]", "give the hyperparameters as a JSON object"),
+        ("[" * 50_000 + "]" * 50_000, "Enter valid JSON"),  # RecursionError in json.loads
+        ('{"max_steps": 1' + "0" * 5000 + "}", "Enter valid JSON"),  # over int's digit limit
     ],
 )
 def test_bad_values_and_values_over_the_sites_ceilings_are_refused_on_the_form(
@@ -180,6 +182,9 @@ def test_the_loop_settings_refuse_paths_and_the_loop_never_starts_a_run_with_the
     assert "data: may not be set here" in str(
         response.context["adminform"].form.errors["finetune_hyperparameters"]
     )
+    assert LoopSettings.load().finetune_hyperparameters == {}
+    nested = admin_client.post(url, {"finetune_hyperparameters": "[" * 50_000, "clean_share": 0.5})
+    assert nested.status_code == 200  # a form error, not a server error
     assert LoopSettings.load().finetune_hyperparameters == {}
     # A row stored before the allow-list existed cannot start a run either.
     with pytest.raises(HyperparameterError, match="data: may not be set here"):

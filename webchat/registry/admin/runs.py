@@ -5,6 +5,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.safestring import mark_safe
 
+from webchat.registry.admin.fields import StrictJSONFormField
 from webchat.registry.admin.html import loss_curve_svg, metrics_table_html
 from webchat.registry.admin.shapes import QueuedWorkAdmin
 from webchat.registry.hyperparameters import HyperparameterError, hyperparameters_validate
@@ -22,6 +23,7 @@ class TrainingRunForm(forms.ModelForm):
     class Meta:
         model = TrainingRun
         fields = NEW_RUN_FIELDS
+        field_classes = {"hyperparameters": StrictJSONFormField}
         help_texts = {
             "hyperparameters": 'TrainConfig fields as JSON, e.g. {"max_steps": 300, "lr": '
             "0.0003}. Data, tokenizer and output paths are never taken from here: the run reads "
