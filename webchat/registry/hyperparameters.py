@@ -1,11 +1,13 @@
 """The hyperparameters a training run may take from the admin: an allow-list of
-`modeling.train_config.TrainConfig` fields, each with its type and range.
+`modeling.train_config.TrainConfig` fields (and the fine-tune settings worker.finetune adds), each
+with its type and range.
 
 Paths never come from here: a run reads its Dataset, its base model and its recipe's own data,
-and writes where the worker says (`data`, `dev_data`, `tokenizer`, `out_dir` and `base_model` are
-refused by name). The resource fields (steps, batch, sequence length, model size, device) have
-ceilings the site sets (`settings.WEBCHAT_TRAINING`, docs/deploy.md). The messages name the field
-and the limit only, so a refusal says nothing about the server's disk.
+and writes where the worker says (`data`, `tokenizer`, `out_dir` and `base_model` are refused by
+name; `replay_data` and `dev_data` may only name the recipe's built-in sources, never a file). The
+resource fields (steps, batch, sequence length, model size, device) have ceilings the site sets
+(`settings.WEBCHAT_TRAINING`, docs/deploy.md). The messages name the field and the limit only, so
+a refusal says nothing about the server's disk.
 """
 
 import math
@@ -18,7 +20,6 @@ from modeling.augment import TRAIN_RECIPES
 # Fields that name files or directories: they come from the run's rows, never from a form.
 PATH_FIELDS = {
     "data": "the run reads its dataset and the recipe's own data",
-    "dev_data": "the run reads its dataset and the recipe's own data",
     "tokenizer": "a run uses its base model's tokenizer or trains its own",
     "out_dir": "the worker chooses where a run writes",
     "base_model": "choose the base model in the run's own field",
@@ -27,6 +28,8 @@ PATH_FIELDS = {
 RUN_FIELDS = ("kind", "lineage", "perturb_fn", "resume", "keep_train_state")
 
 INT_MAX = 2**31 - 1
+# The recipe's own data a run may replay or select on (modeling.data sources that are no file).
+BUILTIN_SOURCES = ("skills:train", "skills:dev", "skills-text")
 
 
 class HyperparameterError(ValueError):
@@ -86,6 +89,14 @@ RULES = {
     "perturb_rate": Rule(float, 0.0, 1.0, open_low=True),
     "neftune_alpha": Rule(float, 0.0, 50.0),
     "model": Rule(dict),
+    # Replay of the parent's mix and selection on dev (worker.finetune fills them in).
+    "replay_share": Rule(float, 0.0, 0.99),
+    "replay_data": Rule(list, choices=BUILTIN_SOURCES),
+    "dev_data": Rule(list, choices=BUILTIN_SOURCES),
+    "select_on_dev": Rule(bool),
+    "dev_perturb_recipe": Rule(str, choices=("", *TRAIN_RECIPES)),
+    "patience": Rule(int, 0, 1000),
+    "clean_dev_tolerance_points": Rule(float, 0.0, 100.0),
 }
 
 # A fresh model's shape (`model`, ModelConfig fields); its size is capped by MAX_PARAMS.
@@ -117,6 +128,10 @@ def _check(name: str, value, rule: Rule, limits: dict) -> str | None:
         return None if isinstance(value, bool) else f"{name}: give true or false"
     if rule.kind is dict:
         return None if isinstance(value, dict) else f"{name}: give an object"
+    if rule.kind is list:
+        if isinstance(value, list) and len(value) <= 8 and all(v in rule.choices for v in value):
+            return None
+        return f"{name}: a list of the built-in sources {', '.join(rule.choices)}; never a file"
     if rule.kind is str:
         choices = rule.choices or tuple(limits[rule.ceiling])
         if isinstance(value, str) and value in choices:

@@ -15,6 +15,7 @@ from webchat.curation.admin.forms import (
 )
 from webchat.curation.admin.jobs import CurationJobAdmin
 from webchat.curation.admin.loop import LoopSettingsAdmin
+from webchat.curation.admin.reviews import ReviewPolicyAdmin
 from webchat.curation.admin.samples import AdversarialSampleAdmin
 from webchat.curation.admin.schedules import GuardedPeriodicTaskAdmin
 
@@ -30,6 +31,7 @@ __all__ = [
     "FlaggedTurnAdmin",
     "GuardedPeriodicTaskAdmin",
     "LoopSettingsAdmin",
+    "ReviewPolicyAdmin",
     "SkillsGenerateForm",
     "render_form",
 ]
