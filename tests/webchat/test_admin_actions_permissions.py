@@ -13,6 +13,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from webchat.accounts.models import ApiKey, Profile
 from webchat.chat.models import Conversation, Feedback, Message
 from webchat.curation.models import AdversarialSample, CurationJob, Dataset, LoopSettings
+from webchat.curation.review_models import ReviewPolicy
 from webchat.registry.models import (
     Evaluation,
     ModelVersion,
@@ -29,6 +30,7 @@ CURATOR_ACTIONS = {
     ("curation.flaggedturn", "make_repair_dialogues"),
     ("curation.flaggedturn", "make_correction_samples"),
     ("curation.adversarialsample", "approve"),
+    ("curation.adversarialsample", "approve_valid"),
     ("curation.adversarialsample", "reject"),
     ("curation.dataset", "verify"),
     ("registry.modelversion", "evaluate"),
@@ -89,6 +91,8 @@ def one_of_everything(admin_user, tmp_path, settings):
     every = IntervalSchedule.objects.create(every=1, period="hours")
     PeriodicTask.objects.create(name="t", task="worker.ping", interval=every)
     Group.objects.get_or_create(name="other")
+    for single_row in (LoopSettings, PromotionPolicy, ReviewPolicy):
+        single_row.load()  # made on first view otherwise, which is not a change by an action
 
 
 def snapshot():
@@ -163,6 +167,7 @@ CURATOR_PAGES = {
     "curation.curationjob",
     "curation.dataset",
     "curation.loopsettings",
+    "curation.reviewpolicy",
     "registry.modelversion",
     "registry.trainingrun",
     "registry.evaluation",
@@ -198,7 +203,7 @@ def test_a_curator_opens_exactly_the_pages_docs_curation_md_lists(
     assert "You may not import model versions." in refused.content.decode()
     rolled = client.post(reverse("admin:registry_modelversion_rollback"), follow=True)
     assert "You may not roll back model versions." in rolled.content.decode()
-    for model in (LoopSettings, PromotionPolicy):
+    for model in (LoopSettings, PromotionPolicy, ReviewPolicy):
         row = model.load()
         meta = model._meta
         url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[row.pk])
