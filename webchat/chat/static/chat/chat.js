@@ -250,6 +250,7 @@
       m.html = f.html;
       if (m.status === "queued") m.status = "streaming";
       updateMessage(m);
+      announce(m, false);
       stickToBottom();
     },
     done(f) {
@@ -257,6 +258,7 @@
       if (!m) return;
       Object.assign(m, { status: f.status, content: f.content, html: f.html, last_seq: f.last_seq, error: f.error, usage: f.usage });
       updateMessage(m);
+      announce(m, true);
       updateComposer();
     },
     stopping() {},
@@ -290,6 +292,29 @@
   };
 
   // --- the message tree ----------------------------------------------------------------------
+
+  const threadWindow = window.webchatThreadWindow.create({ scroller: $("messages"), thread: $("thread"), render: renderMessage });
+
+  // The reply being written is read out politely, a sentence or line at a time (the thread itself
+  // is not a live region: re-rendering it must not be announced).
+  const live = { id: null, said: 0 };
+  const speakable = (text) => text.replace(/[*_`#>|]+/g, "");
+  function announce(m, final) {
+    const region = $("live");
+    if (live.id !== m.id) {
+      if (final) return; // a reply that finished while the user looked elsewhere
+      live.id = m.id;
+      live.said = 0;
+      region.replaceChildren();
+    }
+    const text = m.content || "";
+    const upto = final ? text.length : Math.max(text.lastIndexOf(". "), text.lastIndexOf("\n")) + 1;
+    if (upto > live.said) {
+      region.append(document.createTextNode(`${speakable(text.slice(live.said, upto))} `));
+      live.said = upto;
+    }
+    if (final && m.status !== "done") region.append(document.createTextNode(`(reply ${m.status})`));
+  }
 
   const key = (parentId) => (parentId === null || parentId === undefined ? "root" : parentId);
 
@@ -341,16 +366,15 @@
   }
 
   function renderThread(scroll) {
-    const thread = $("thread");
     const path = visiblePath();
-    thread.replaceChildren(...path.map(renderMessage));
+    threadWindow.show(path, { toBottom: scroll });
     $("empty").hidden = path.length > 0;
     updateComposer();
     if (scroll) scrollToBottom();
   }
 
   function updateMessage(m) {
-    const node = document.querySelector(`.msg[data-id="${m.id}"]`);
+    const node = $("thread").querySelector(`.msg[data-id="${m.id}"]`);
     if (!node) { updateComposer(); return; }
     const fresh = renderMessage(m);
     // Keep what the user is typing in an open feedback form or editor across re-renders.
@@ -359,7 +383,7 @@
       const next = fresh.querySelector(sel);
       if (old && next) next.replaceWith(old);
     }
-    node.replaceWith(fresh);
+    threadWindow.replace(m.id, fresh);
     updateComposer();
   }
 
@@ -374,7 +398,7 @@
     if (isUser) content.textContent = m.content;
     else {
       content.innerHTML = m.html || ""; // sanitised on the server (webchat.chat.validation)
-      decorateCode(content);
+      window.webchatCode.decorate(content);
       if (m.status === "streaming") content.classList.add("typing");
     }
     const bubble = el("div", { class: "bubble" }, content);
@@ -426,7 +450,7 @@
         el("button", { type: "button", class: "icon-button", "aria-label": "Next version", disabled: i === siblings.length - 1, onclick: go(1), text: "›" })));
     }
     const active = m.status === "queued" || m.status === "streaming";
-    bar.append(el("button", { type: "button", class: "action copy", title: "Copy", text: "Copy", onclick: (e) => copy(m.content, e.target) }));
+    bar.append(el("button", { type: "button", class: "action copy", title: "Copy", text: "Copy", onclick: (e) => window.webchatCode.copy(m.content, e.target) }));
     if (m.role === "user") {
       bar.append(el("button", { type: "button", class: "action edit", title: "Edit and resend", text: "Edit", disabled: busy(), onclick: () => { state.editing = m.id; updateMessage(m); } }));
       return bar;
@@ -503,33 +527,6 @@
     send({ type: "feedback", message_id: m.id, rating, reason: f.reason || "", comment: f.comment || "", corrected_reply: f.corrected_reply || "" }, { kind: "feedback" });
   }
 
-  function decorateCode(root) {
-    for (const pre of root.querySelectorAll("pre")) {
-      const code = pre.querySelector("code");
-      const lang = code && (code.className.match(/language-([\w+-]+)/) || [])[1];
-      const head = el("div", { class: "code-head" }, el("span", { text: lang || "code" }),
-        el("button", { type: "button", class: "code-copy", text: "Copy code", onclick: (e) => copy((code || pre).textContent, e.target) }));
-      pre.before(head);
-      head.parentNode.insertBefore(el("div", { class: "code-block" }), head).append(head, pre);
-    }
-  }
-
-  async function copy(text, button) {
-    try {
-      await navigator.clipboard.writeText(text);
-    } catch {
-      const area = el("textarea", { class: "offscreen" });
-      area.value = text;
-      document.body.append(area);
-      area.select();
-      document.execCommand("copy");
-      area.remove();
-    }
-    const old = button.textContent;
-    button.textContent = "Copied";
-    setTimeout(() => { button.textContent = old; }, 1200);
-  }
-
   // --- composer ------------------------------------------------------------------------------
 
   function activeReply() {
@@ -565,6 +562,12 @@
       autosize();
       hideNotice();
     }
+  }
+
+  function stopReply() {
+    const m = activeReply();
+    if (m) send({ type: "stop", message_id: m.id });
+    return !!m;
   }
 
   function regenerate(m) {
@@ -740,10 +743,7 @@
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submitMessage(); }
   });
   $("input").addEventListener("input", autosize);
-  $("stop").addEventListener("click", () => {
-    const m = activeReply();
-    if (m) send({ type: "stop", message_id: m.id });
-  });
+  $("stop").addEventListener("click", stopReply);
   $("new-chat").addEventListener("click", () => { newChat(); closeSidebar(); });
   $("search").addEventListener("input", onSearch);
   $("menu").addEventListener("click", openSidebar);
@@ -763,5 +763,6 @@
   renderThread(false);
   connect();
   $("input").focus();
-  window.webchat = { state }; // for debugging in the console and for the browser tests
+  // For shortcuts.js and share.js, the console and the browser tests.
+  window.webchat = { state, visiblePath, newChat, regenerate, stopReply, busy, postJSON, showNotice, threadWindow };
 })();
