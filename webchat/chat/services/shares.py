@@ -56,4 +56,3 @@ def shared_link_revoke(*, user, shared_link_id) -> SharedLink:
         link.revoked_at = timezone.now()
         link.save(update_fields=["revoked_at"])
     return link
-

@@ -49,5 +49,5 @@
   }
 
   window.webchatCode = { copy, decorate };
-  if (document.body.dataset.decorateCode !== undefined) decorate(document.body);
+  for (const root of document.querySelectorAll("[data-decorate-code]")) decorate(root);
 })();
