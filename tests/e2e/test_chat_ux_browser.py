@@ -366,3 +366,87 @@ def test_a_5000_message_branch_renders_only_its_visible_window(asgi_server, brow
     )
     assert page.js_errors == []
     page.context.close()
+
+
+def test_every_page_has_no_serious_or_critical_accessibility_violations(
+    asgi_server, browser, active_tiny_model
+):
+    """axe-core (WCAG 2.1 A and AA, colour contrast included) on each page a person sees, in
+    both themes where the site draws the page itself."""
+    from django.urls import reverse
+
+    source = axe_source()
+    url = asgi_server.url
+    found: dict[str, list[str]] = {}
+
+    def check(page, name: str) -> None:
+        page.wait_for_load_state("load")
+        problems = axe_violations(page, source)
+        if problems:
+            found[name] = problems
+
+    for scheme in ("light", "dark"):
+        anon = new_page(browser, color_scheme=scheme)
+        for path in ("/accounts/login/", "/accounts/signup/", "/admin/login/"):
+            anon.goto(url + path)
+            check(anon, f"{path} ({scheme})")
+        anon.goto(url + "/accounts/signup/")  # a form sent back with its errors
+        anon.fill("#id_username", "x")
+        anon.click("main button[type=submit]")
+        check(anon, f"sign-up with errors ({scheme})")
+        anon.context.close()
+
+    page = new_page(browser)
+    owner = log_in(page, url, "ana", staff=True)
+    conversation, reply = code_conversation(owner)
+    from webchat.chat import services
+
+    link = services.shared_link_create(
+        user=owner, conversation_id=conversation.pk, message_id=reply.pk
+    )
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.goto(url + "/")
+        check(page, f"chat, empty ({scheme})")
+        page.goto(f"{url}/c/{conversation.pk}/")
+        page.wait_for_selector(".code-block")
+        check(page, f"chat with code ({scheme})")
+        page.click("#settings-toggle")
+        check(page, f"chat settings panel ({scheme})")
+        page.click("#settings-close")
+        page.keyboard.press("Control+/")
+        check(page, f"shortcuts dialog ({scheme})")
+        page.keyboard.press("Escape")
+        page.click("#share-open")
+        page.wait_for_selector("#share-links li")
+        check(page, f"share dialog ({scheme})")
+        page.keyboard.press("Escape")
+        page.goto(url + "/settings/")
+        check(page, f"settings page ({scheme})")
+        page.goto(f"{url}/s/{link.token}/")
+        check(page, f"shared page ({scheme})")
+        page.goto(f"{url}/s/revoked-or-unknown/")
+        check(page, f"shared link gone ({scheme})")
+    admin_pages = [
+        reverse(name)
+        for name in (
+            "admin:index",
+            "admin:chat_conversation_changelist",
+            "admin:curation_adversarialsample_changelist",
+            "admin:curation_dataset_changelist",
+            "admin:registry_modelversion_changelist",
+            "admin:registry_trainingrun_changelist",
+            "admin:auth_user_changelist",
+            "password_change",
+        )
+    ] + [reverse("admin:chat_conversation_change", args=[conversation.pk])]
+    # The admin follows the system's scheme too; its dark theme is Django's own, so a few pages
+    # with our colours (status badges) stand for the rest there.
+    for scheme, paths in (("light", admin_pages), ("dark", admin_pages[:5])):
+        page.emulate_media(color_scheme=scheme)
+        for path in paths:
+            page.goto(url + path)
+            check(page, f"{path} ({scheme})")
+    assert found == {}, "\n".join(f"{k}: {v}" for k, vs in found.items() for v in vs)
+    assert page.js_errors == []
+    page.context.close()

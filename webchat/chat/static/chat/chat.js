@@ -207,7 +207,18 @@
     hello() {},
     pong() {},
     conversation(f) {
+      state.moreBefore = f.more_before || null;
+      state.historyPending = false;
       loadConversation(f.conversation, f.messages);
+    },
+    // An older page of a long conversation (asked for when the user scrolls to the top).
+    history(f) {
+      state.pending.delete(f.ref);
+      state.historyPending = false;
+      if (f.conversation_id !== state.conversationId) return;
+      state.moreBefore = f.more_before || null;
+      rebuildTree([...f.messages.filter((m) => !state.messages.has(m.id)), ...state.messages.values()]);
+      renderThread(false);
     },
     accepted(f) {
       state.pending.delete(f.ref);
@@ -279,6 +290,7 @@
     error(f) {
       const pending = state.pending.get(f.ref);
       state.pending.delete(f.ref);
+      if (pending && pending.kind === "history") state.historyPending = false;
       if (pending && pending.kind === "send" && !$("input").value) $("input").value = pending.text;
       if (f.code === "not_found" && pending && pending.kind === "subscribe") {
         showNotice("That conversation does not exist (or is not yours).", "error");
@@ -293,7 +305,13 @@
 
   // --- the message tree ----------------------------------------------------------------------
 
-  const threadWindow = window.webchatThreadWindow.create({ scroller: $("messages"), thread: $("thread"), render: renderMessage });
+  const threadWindow = window.webchatThreadWindow.create({ scroller: $("messages"), thread: $("thread"), render: renderMessage, onTop: loadOlder });
+
+  function loadOlder() {
+    if (!state.moreBefore || state.historyPending || !state.conversationId) return;
+    state.historyPending = true;
+    send({ type: "history", conversation_id: state.conversationId, before: state.moreBefore }, { kind: "history" });
+  }
 
   // The reply being written is read out politely, a sentence or line at a time (the thread itself
   // is not a live region: re-rendering it must not be announced).
@@ -327,7 +345,8 @@
       return;
     }
     state.messages.set(m.id, m);
-    const k = key(m.parent_id);
+    // The oldest message of a history page may have its parent on an older page.
+    const k = state.messages.has(m.parent_id) ? m.parent_id : key(null);
     if (!state.children.has(k)) state.children.set(k, []);
     const list = state.children.get(k);
     list.push(m.id);
@@ -335,15 +354,20 @@
     if (select) state.selected.set(k, m.id);
   }
 
-  function loadConversation(conversation, messages) {
-    state.conversation = conversation;
+  // The tree from scratch (a snapshot, or an older page joining it), oldest first so parents come
+  // before their children; the branch the user was looking at stays chosen.
+  function rebuildTree(messages) {
     const keepSelection = state.selected;
     state.messages = new Map();
     state.children = new Map();
     state.selected = new Map();
-    for (const m of messages) addMessage(m, false);
-    // Keep the branch the user was looking at across a reconnect.
+    for (const m of [...messages].sort((a, b) => a.id - b.id)) addMessage(m, false);
     for (const [k, id] of keepSelection) if (state.messages.has(id)) state.selected.set(k, id);
+  }
+
+  function loadConversation(conversation, messages) {
+    state.conversation = conversation;
+    rebuildTree(messages);
     $("chat-title").textContent = conversation.title;
     document.title = `${conversation.title} · webchat`;
     showSettingsValues();

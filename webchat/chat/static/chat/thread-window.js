@@ -8,7 +8,10 @@
   const OVERSCAN = 1500; // px rendered above and below the viewport
   const ESTIMATE = 110; // px, the height assumed for a message not rendered yet
 
-  function create({ scroller, thread, render }) {
+  const NEAR_TOP = 300; // px from the top where older history is asked for
+
+  // onTop: called when the user reaches the top of what is loaded (to fetch an older page).
+  function create({ scroller, thread, render, onTop = () => {} }) {
     let path = [];
     let windowed = false;
     let range = [0, 0];
@@ -67,21 +70,42 @@
       if (start !== range[0] || end !== range[1]) place(start, end);
     }
 
+    // The first message on screen and how far below the scroller's top edge it is.
+    function firstVisible() {
+      const edge = scroller.getBoundingClientRect().top;
+      const node = [...thread.querySelectorAll(".msg")].find((n) => n.getBoundingClientRect().bottom > edge);
+      return node ? { id: Number(node.dataset.id), gap: node.getBoundingClientRect().top - edge } : null;
+    }
+
+    function restore(anchor) {
+      const node = anchor && thread.querySelector(`.msg[data-id="${anchor.id}"]`);
+      if (!node) return;
+      scroller.scrollTop += node.getBoundingClientRect().top - scroller.getBoundingClientRect().top - anchor.gap;
+    }
+
+    // Show a (new) path. toBottom: at its end; otherwise the message on screen stays where it is,
+    // also when older messages were put before it.
     function show(newPath, { toBottom = false } = {}) {
+      const anchor = toBottom ? null : firstVisible();
       path = newPath;
       windowed = path.length >= WINDOW_FROM;
       nodes.clear();
       if (!windowed) {
         thread.replaceChildren(...path.map(render));
-        return;
+      } else {
+        thread.replaceChildren();
+        const offs = offsets();
+        const at = anchor ? path.findIndex((m) => m.id === anchor.id) : -1;
+        let viewTop = scroller.scrollTop - thread.offsetTop;
+        if (toBottom) viewTop = offs[path.length] - scroller.clientHeight;
+        else if (at >= 0) viewTop = offs[at] - anchor.gap;
+        const [start, end] = wanted(offs, viewTop);
+        range = [-1, -1];
+        place(start, toBottom ? path.length : end);
       }
-      thread.replaceChildren();
-      const offs = offsets();
-      const viewTop = toBottom ? offs[path.length] - scroller.clientHeight : scroller.scrollTop - thread.offsetTop;
-      const [start, end] = wanted(offs, viewTop);
-      range = [-1, -1];
-      place(start, toBottom ? path.length : end);
       if (toBottom) scroller.scrollTop = scroller.scrollHeight;
+      else restore(anchor);
+      if (scroller.scrollTop < NEAR_TOP) onTop();
     }
 
     // A message re-rendered in place (a delta, a status change); off-window ones wait until shown.
@@ -100,7 +124,11 @@
     scroller.addEventListener("scroll", () => {
       if (queued) return;
       queued = true;
-      requestAnimationFrame(() => { queued = false; refresh(); });
+      requestAnimationFrame(() => {
+        queued = false;
+        refresh();
+        if (scroller.scrollTop < NEAR_TOP) onTop();
+      });
     }, { passive: true });
     window.addEventListener("resize", refresh);
 
