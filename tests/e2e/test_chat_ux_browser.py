@@ -360,9 +360,9 @@ def test_a_5000_message_branch_renders_only_its_visible_window(asgi_server, brow
     page.fill("#input", "x")  # typing stays instant with the long branch open
     typed = time.perf_counter() - start
     print(
-        f"\n5000-message branch: open {opened * 1000:.0f} ms, scroll to top {to_top * 1000:.0f} ms, "
-        f"wheel step {wheel * 1000:.1f} ms, fill {typed * 1000:.0f} ms, "
-        f"{page.evaluate(rendered)} messages in the DOM"
+        f"\n5000-message branch: open {opened * 1000:.0f} ms, "
+        f"scroll to top {to_top * 1000:.0f} ms, wheel step {wheel * 1000:.1f} ms, "
+        f"fill {typed * 1000:.0f} ms, {page.evaluate(rendered)} messages in the DOM"
     )
     assert page.js_errors == []
     page.context.close()
