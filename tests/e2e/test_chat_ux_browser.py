@@ -439,6 +439,8 @@ def test_every_page_has_no_serious_or_critical_accessibility_violations(
             "admin:chat_conversation_changelist",
             "admin:curation_adversarialsample_changelist",
             "admin:curation_dataset_changelist",
+            "admin:curation_flaggedturn_triage",
+            "admin:curation_learning_round",
             "admin:registry_modelversion_changelist",
             "admin:registry_trainingrun_changelist",
             "admin:auth_user_changelist",
