@@ -235,7 +235,7 @@ def test_keyboard_alone_shortcuts_and_none_fires_while_typing(asgi_server, brows
     # The polite live region read the reply out as it came, not the thread.
     live = page.locator("#live")
     assert live.get_attribute("aria-live") == "polite"
-    assert "(reply stopped)" in live.inner_text()
+    assert "(reply stopped)" in live.text_content()
     assert page.locator("#messages[aria-live], #thread[aria-live]").count() == 0
 
     kb.press("Control+Shift+C")  # copy the last reply

@@ -232,6 +232,7 @@
       if (f.user_message) addMessage(f.user_message, true);
       f.message.position = f.position;
       addMessage(f.message, true);
+      announce(f.message, false); // this tab asked for it: read it out, also if stopped early
       $("chat-title").textContent = f.conversation.title;
       renderThread(true);
     },
