@@ -73,6 +73,17 @@ GENERATION_ERRORS = Counter(
     "webchat_generation_errors", "Replies that could not be generated, by kind.", ["kind"]
 )
 
+# Labelled series exist from the start (at 0), so a dashboard and an alert see them before the
+# first event of their kind.
+ERROR_KINDS = ("no_model", "load_failed", "invalid_params", "context_too_long", "bad_context")
+ERROR_KINDS += ("time_limit", "engine", "lost")
+for _kind in ERROR_KINDS:
+    GENERATION_ERRORS.labels(kind=_kind)
+for _status in ("done", "stopped", "failed", "interrupted"):
+    REPLIES.labels(status=_status)
+for _queue in QUEUES:
+    QUEUE_WAIT.labels(queue=_queue)
+
 
 def websocket_opened(consumer) -> None:
     """Count an accepted chat socket (once, however its close comes)."""
