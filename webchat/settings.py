@@ -146,6 +146,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # after 100 tries, and keep the tasks already running (a reply in flight finishes into the
 # database; only its pushes are lost while Redis is away).
 CELERY_BROKER_CONNECTION_RETRY = True
+if REDIS_URL:  # kombu's Redis transport, minus the restore that crashed a worker on Redis loss
+    CELERY_BROKER_TRANSPORT = "worker.broker:Transport"
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_HEARTBEAT = 10

@@ -151,7 +151,11 @@ def test_redis_killed_and_restarted_keeps_the_worker_alive_and_a_new_reply_strea
         listener = GroupListener(server.url, [fresh.conversation_id])
         try:
             client.send_task(GENERATE, args=[fresh.pk], queue="gpu")
-            events = listener.until_done([fresh.pk], timeout=30)[fresh.pk]
+            try:
+                events = listener.until_done([fresh.pk], timeout=30)[fresh.pk]
+            except AssertionError:
+                print("\n".join(x for x in worker.output().splitlines() if not x.startswith(" ")))
+                raise
         finally:
             listener.close()
         fresh.refresh_from_db()
