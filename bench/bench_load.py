@@ -24,6 +24,7 @@ import collections
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -205,6 +206,7 @@ def measure(args) -> dict:
     beat.terminate()
     shape.stop()
     redis.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
     return summarize(ledger, rows, elapsed, in_flight, fault, alive, args)
 
 
