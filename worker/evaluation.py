@@ -127,6 +127,8 @@ def evaluate_one(version, config: dict, key: str) -> dict:
 
     clean = evaluate(loaded.model, loaded.fmt, test[:n], return_predictions=True)
     out[TEST_CLEAN] = {k: v for k, v in clean.items() if k != "predictions"}
+    # Per dialogue, in dialogue order: the gates pair two versions on the same dialogues.
+    out[TEST_CLEAN]["correct"] = [bool(p["correct"]) for p in clean["predictions"]]
     ood = evaluate(loaded.model, loaded.fmt, skills.generate_dialogues("ood", n, seed))
     out[TEST_OOD] = ood
 
@@ -196,6 +198,8 @@ def adaptive_attack(loaded, dialogues, config: dict, seed: int) -> dict:
         **summary,
         "asr": summary["attack_success_rate"],
         "budget": budget,
+        # per attacked dialogue, in order (successful / failed / skipped): the gates pair on it
+        "statuses": [r.status for r in results],
         "examples": examples,
     }
 
