@@ -92,6 +92,7 @@ class RunRecorder(Recorder):
         from webchat.registry.selectors import training_run_cancel_requested
         from worker import embedded
 
+        self.check_deadline()  # the train pool (solo) never raises Celery's soft limit itself
         if embedded.shutting_down.is_set():
             return True  # the web process is exiting: stop at this step, resume next start
         now = time.monotonic()
