@@ -237,6 +237,15 @@ LOGGING = {
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
 
+# --- ceilings on training runs started from the admin (webchat.registry.hyperparameters) -----
+WEBCHAT_TRAINING = {
+    "MAX_STEPS": env.int("WEBCHAT_TRAIN_MAX_STEPS", default=20_000),
+    "MAX_BATCH_SIZE": env.int("WEBCHAT_TRAIN_MAX_BATCH_SIZE", default=64),
+    "MAX_SEQ_LEN": env.int("WEBCHAT_TRAIN_MAX_SEQ_LEN", default=1024),
+    "MAX_PARAMS": env.int("WEBCHAT_TRAIN_MAX_PARAMS", default=50_000_000),
+    "DEVICES": tuple(env.list("WEBCHAT_TRAIN_DEVICES", default=["auto", "cpu", "cuda"])),
+}
+
 # --- product limits: the one place their defaults are (webchat.chat.validation.limits) -------
 WEBCHAT = {
     "MAX_MESSAGE_CHARS": env.int("WEBCHAT_MAX_MESSAGE_CHARS", default=4000),
