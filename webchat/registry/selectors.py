@@ -1,9 +1,11 @@
 """Reads for the registry: the active version, disk use, evaluation results, the side-by-side
-metrics table and the outcome of a model import (the gates' verdict is webchat.registry.gates)."""
+metrics table, the outcome of a model import and whether a name is free for one (the gates'
+verdict is webchat.registry.gates)."""
 
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 from webchat.registry.models import (
@@ -146,6 +148,23 @@ def model_version_get(*, version_id: int) -> ModelVersion:
 def model_version_by_name(*, name: str) -> ModelVersion | None:
     """The version with this (unique) name, or None."""
     return ModelVersion.objects.filter(name=name).first()
+
+
+# The names training runs give their models (worker.training.register): nothing else may take
+# them, so a run never finds its name (or its directory) taken.
+RUN_MODEL_NAME = re.compile(r"(default|pretrain|sft)-run\d+")
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def model_version_name_refusal(*, name: str) -> str | None:
+    """Why `name` cannot be the name of a new imported version, or None when it can."""
+    if not VERSION_NAME.fullmatch(name or ""):
+        return "name: use letters, digits, '.', '_' and '-' (max 100)"
+    if RUN_MODEL_NAME.fullmatch(name):
+        return f"name: names like {name!r} are kept for the models of training runs"
+    if model_version_by_name(name=name) is not None:
+        return f"a model version named {name!r} already exists"
+    return None
 
 
 def training_run_cancel_requested(*, run_id: int) -> bool:
