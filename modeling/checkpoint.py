@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from modeling.dirs import CheckpointError, publish_dir, write_dir_atomically
+from modeling.generation_config import recommended_sampling
 from modeling.model import ModelConfig, Transformer
 
 __all__ = ["CheckpointError", "publish_dir"]  # re-exported: callers import them from here
@@ -444,7 +445,12 @@ def import_hf(src_dir, dst_dir, exclusive: bool = False) -> Path:
         if not (tmp / "generation_config.json").is_file() and hf.get("eos_token_id") is not None:
             # our config.json replaces HF's, which held the stop ids: keep them where chat reads
             _write_json(tmp / "generation_config.json", {"eos_token_id": hf["eos_token_id"]})
+        try:  # read now, so a malformed generation_config.json fails the import, not a chat
+            generation = recommended_sampling(tmp)
+        except ValueError as e:
+            raise CheckpointError(str(e).replace(str(tmp), str(src))) from e
         meta = {"source": "hf", "hf_model_type": model_type, "imported_from": str(src)}
+        meta["recommended_sampling"] = generation
         _write_json(tmp / META_FILE, {**meta, "format_version": FORMAT_VERSION})
 
     return write_dir_atomically(dst_dir, write, exclusive=exclusive)

@@ -4,6 +4,7 @@ verdict is webchat.registry.gates)."""
 
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from webchat.registry.models import (
     ModelVersion,
     PromotionPolicy,
 )
+
+log = logging.getLogger(__name__)
 
 
 def model_version_active() -> ModelVersion | None:
@@ -169,6 +172,18 @@ def training_run_cancel_requested(*, run_id: int) -> bool:
     from webchat.registry.models import TrainingRun
 
     return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def model_version_sampling(version: ModelVersion) -> dict:
+    """The decoding settings a version recommends (its generation_config.json), as sampling
+    parameter names; empty when it recommends none or the file cannot be read (logged)."""
+    from modeling.generation_config import recommended_sampling
+
+    try:
+        return recommended_sampling(version.path)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: %s", version.name, exc)
+        return {}
 
 
 def promotion_verdict(version: ModelVersion) -> dict:

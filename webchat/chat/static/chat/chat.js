@@ -55,11 +55,16 @@
   const stored = (() => {
     try { return JSON.parse(localStorage.getItem("webchat.params") || "{}"); } catch { return {}; }
   })();
+  // Settings the user has not changed are not sent: the server then applies the model's own
+  // recommended settings (its generation_config.json), which the panel shows.
   const params = {};
+  const changed = new Set();
   for (const name of PARAM_ORDER) {
     const r = page.params[name];
     const v = Number(stored[name]);
-    params[name] = Number.isFinite(v) && v >= r.min && v <= r.max ? v : r.default;
+    const ok = name in stored && Number.isFinite(v) && v >= r.min && v <= r.max;
+    params[name] = ok ? v : r.default;
+    if (ok) changed.add(name);
   }
   const draft = { system_prompt: "", model_version: null, training_consent: page.consent_default };
 
@@ -80,7 +85,8 @@
         params[name] = n;
         range.value = n;
         number.value = n;
-        localStorage.setItem("webchat.params", JSON.stringify(params));
+        changed.add(name);
+        localStorage.setItem("webchat.params", JSON.stringify(Object.fromEntries([...changed].map((k) => [k, params[k]]))));
       };
       range.addEventListener("input", () => set(range.value));
       number.addEventListener("change", () => set(number.value));
@@ -90,12 +96,9 @@
         el("small", { class: "muted", text: HELP[name] })));
     }
     $("params-reset").addEventListener("click", () => {
-      for (const name of PARAM_ORDER) {
-        params[name] = page.params[name].default;
-        $(`p-${name}`).value = params[name];
-        $(`p-${name}`).parentElement.querySelector(".num").value = params[name];
-      }
+      changed.clear();
       localStorage.removeItem("webchat.params");
+      showModelDefaults();
     });
     select.addEventListener("change", () => {
       updateConversation({ model_version: select.value ? Number(select.value) : null });
@@ -123,11 +126,30 @@
     const cap = m && m.max_new_tokens;
     const help = $("p-max_new_tokens").parentElement.querySelector("small");
     help.textContent = HELP.max_new_tokens + (cap ? ` (this model: at most ${cap})` : "");
+    showModelDefaults();
+  }
+
+  // The settings the user has not changed show the chosen model's recommendation.
+  function showModelDefaults() {
+    const c = state.conversation || draft;
+    const chosen = $("model-select").value ? Number($("model-select").value) : c.model_version;
+    const m = chosen ? page.models.find((x) => x.id === chosen) : page.models.find((x) => x.status === "active");
+    const recommended = (m && m.sampling) || {};
+    for (const name of PARAM_ORDER) {
+      if (changed.has(name)) continue;
+      const r = page.params[name];
+      const v = recommended[name];
+      params[name] = v !== undefined && v >= r.min && v <= r.max ? v : r.default;
+      $(`p-${name}`).value = params[name];
+      $(`p-${name}`).parentElement.querySelector(".num").value = params[name];
+    }
   }
 
   function requestParams() {
-    const p = { ...params };
-    p.do_sample = p.temperature > 0 && p.num_beams === 1;
+    const p = Object.fromEntries([...changed].map((k) => [k, params[k]]));
+    if (changed.has("temperature") || changed.has("num_beams")) {
+      p.do_sample = params.temperature > 0 && params.num_beams === 1;
+    }
     return p;
   }
 
@@ -764,6 +786,9 @@
   renderList();
   setExportLinks();
   $("composer").addEventListener("submit", (e) => { e.preventDefault(); submitMessage(); });
+  for (const b of document.querySelectorAll("#examples .example")) {
+    b.addEventListener("click", () => { $("input").value = b.dataset.prompt; submitMessage(); });
+  }
   $("input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submitMessage(); }
   });
