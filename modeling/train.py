@@ -59,6 +59,7 @@ from modeling.data import (
     skills_dialogues,
     tokenizer_texts,
 )
+from modeling.dev_selection import DevSelector, DevSet
 from modeling.distributed import (
     Dist,
     agree,
@@ -68,7 +69,6 @@ from modeling.distributed import (
     setup_distributed,
     wrap_ddp,
 )
-from modeling.dev_selection import DevSelector, DevSet
 from modeling.optim import lr_at, make_optimizer
 from modeling.progress import ProgressFn
 from modeling.regularisers import NEFTune, user_turn_perturbation
@@ -161,7 +161,7 @@ class _Run:
     dev_history: list[dict] = field(default_factory=list)
     neftune: NEFTune | None = None
     tokens_seen: int = 0  # this session's input tokens (for tokens/s)
-    selector: DevSelector | None = None  # select_on_dev: the kept checkpoint (modeling.dev_selection)
+    selector: DevSelector | None = None  # select_on_dev: the kept checkpoint and its numbers
     devset: DevSet | None = None
 
     @property
@@ -390,10 +390,10 @@ def _loop(run: _Run, progress, should_cancel, t_start: float) -> dict:
             if progress is not None and len(entry) > 1:
                 progress({**info, **entry, "phase": "eval"})
         at_end = run.step == config.max_steps
-        if run.selector is not None and (run.step % interval == 0 or at_end):
-            if agree(_select(run, progress, info), ddp, run.device):
-                run.selector.stopped_at = run.step if not at_end else None
-                break
+        due = run.selector is not None and (run.step % interval == 0 or at_end)
+        if due and agree(_select(run, progress, info), ddp, run.device):
+            run.selector.stopped_at = run.step if not at_end else None
+            break
         if config.checkpoint_interval and run.step % config.checkpoint_interval == 0:
             _save_state(run)
     return info

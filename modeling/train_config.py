@@ -161,7 +161,7 @@ class TrainConfig:
             )
         if self.replay_share > 0 and not self.replay_data:
             raise ValueError(
-                "replay_share > 0 needs replay_data (e.g. [\"skills:train\", \"skills-text\"])"
+                'replay_share > 0 needs replay_data (e.g. ["skills:train", "skills-text"])'
             )
         if self.replay_share > 0 and self.kind != "sft":
             raise ValueError("replay is for fine-tunes: kind must be 'sft'")
