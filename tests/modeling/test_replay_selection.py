@@ -67,7 +67,9 @@ def test_replay_share_sets_the_rows_of_every_step_and_spreads_them():
     seen = {i for s in range(12) for i in batches.step_indices(s) if batches.is_replay(i)}
     assert len(seen) == len(old)  # the replay stream runs through every replay row
     assert batches.step_indices(5) == batches.step_indices(5)  # a pure function of the step
-    assert replay_count(16, 0.0) == 0 and replay_count(16, 0.01) == 1 and replay_count(2, 0.9) == 1
+    assert replay_count(16, 0.0) == 0
+    assert replay_count(16, 0.01) == 1
+    assert replay_count(2, 0.9) == 1
     assert replay_slots(8, 2) == [False, False, False, True, False, False, False, True]
 
 
@@ -80,7 +82,8 @@ def test_a_fine_tune_records_its_replay_in_lineage_and_hyperparameters(tmp_path,
     assert meta["lineage"]["replay_data"] == ["skills:train", "skills-text"]
     assert meta["lineage"]["replay_share"] == 0.5
     assert meta["train_config"]["replay_share"] == 0.5
-    assert meta["replay_rows_per_step"] == 4 and meta["replay_rows"] > 8
+    assert meta["replay_rows_per_step"] == 4
+    assert meta["replay_rows"] > 8
 
 
 @pytest.mark.parametrize(
@@ -120,7 +123,8 @@ def test_the_selector_keeps_the_best_robust_checkpoint_within_the_clean_toleranc
         with torch.no_grad():
             model.weight.fill_(step)
         sel.consider(step, clean, robust, model)
-    assert sel.best_step == 20 and sel.best_state["weight"].item() == 20
+    assert sel.best_step == 20
+    assert sel.best_state["weight"].item() == 20
     assert not sel.should_stop()
     sel.consider(40, 0.91, 0.70, model)  # equal robust accuracy is no new best
     assert sel.should_stop()
@@ -136,7 +140,8 @@ def test_select_on_dev_saves_the_best_dev_checkpoint_and_stops_early(tmp_path, s
     model_dir = train(cfg, progress=lambda i: evals.append(i) if i["phase"] == "eval" else None)
     meta = json.loads((model_dir / "meta.json").read_text())
     sel = meta["selection"]
-    assert evals[0]["step"] == 0 and sel["parent_dev_clean"] == evals[0]["dev_clean"]
+    assert evals[0]["step"] == 0
+    assert sel["parent_dev_clean"] == evals[0]["dev_clean"]
     assert all({"dev_clean", "dev_robust", "best_step"} <= set(e) for e in evals)
     eligible = [e for e in evals if e["dev_clean"] >= sel["parent_dev_clean"] - 0.005]
     best = max(eligible, key=lambda e: (e["dev_robust"], -e["step"]))
