@@ -1,0 +1,502 @@
+"""The learning loop measured on the product's own path: does a round yield a better model?
+
+For each seed, from the default model (trained as the product trains it on first start: a
+``default`` TrainingRun), ``--rounds`` learning rounds run through the same services and Celery
+tasks the admin calls (eager: in this process, no separate training or evaluation code):
+
+1. generate adversarial samples from the skills training split against the active model
+   (``curation_job_start(kind="generate")``, the generation form's defaults: methods, word rate,
+   attack budget; ``--mine-n`` dialogues);
+2. approve every valid sample (the "approve all valid" bulk action, ``sample_review``);
+3. build a dataset with the build form's defaults (``curation_job_start(kind="build")``);
+4. fine-tune the active model with the fine-tune form's defaults (``training_run_start``; the
+   worker adds the promotion policy's replay share and dev selection);
+5. the worker evaluates the candidate (``worker.evaluation.evaluate_version``, the promotion
+   policy's settings) and the gates decide (``promotion_gates``, ``model_version_promote``).
+
+Per round it prints clean accuracy, OOD accuracy, accuracy under each trained perturbation family,
+the held-out families (OCR, split/merge) and entity typos at word rate 0.2, adaptive and replayed
+ASR, the repair rate (when the evaluation has one), the gate's verdict with the clean interval,
+and wall time; then the means over seeds, the issue's targets, and a final JSON line.
+
+``--ablation`` adds the verified-vs-unverified ablation: a second lineage per seed whose samples
+come from the attack with the validity oracle off (modeling.attack with no constraints, slot
+words editable), stored as samples through the same service, approved and built with
+``only_valid=False``; everything after generation is the same product path.
+
+    .venv/bin/python bench/bench_loop.py                          # 3 rounds x 3 seeds (hours)
+    .venv/bin/python bench/bench_loop.py --rounds 1 --seeds 1     # one round, one seed
+
+Each seed runs in its own process with its own SQLite database under ``--out``/seed<N>/ and
+caches every finished round, so a rerun continues (delete a seed's folder to start it over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINED = ("typo", "word", "distractor", "noise")
+HELDOUT = ("ocr", "split_merge")
+
+
+def _setup_django(workdir: Path, overrides: dict) -> None:
+    """A fresh product in workdir: its SQLite database, models and datasets; tasks run eagerly."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="webchat.settings",
+        DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",
+        WEBCHAT_VAR_DIR=str(workdir),
+        WEBCHAT_AUTO_DEFAULT_MODEL="0",
+        WEBCHAT_START_EMBEDDED_WORKER="0",
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from webchat.registry.models import PromotionPolicy
+    from worker.app import app
+
+    call_command("migrate", verbosity=0)
+    settings.MODELS_DIR = workdir / "models"
+    settings.DATASETS_DIR = workdir / "datasets"
+    app.conf.task_always_eager = True
+    if overrides:
+        PromotionPolicy.objects.filter(pk=PromotionPolicy.load().pk).update(**overrides)
+
+
+def _admin():
+    from django.contrib.auth.models import User
+
+    user = User.objects.filter(username="bench-admin").first()
+    return user or User.objects.create_superuser("bench-admin", "bench@example.org", "x")  # noqa: S106
+
+
+def _default_model(seed: int):
+    """The active model: the product's default-model run on first start (cached in the DB)."""
+    from webchat.registry.models import TrainingRun
+    from webchat.registry.selectors import model_version_active
+    from webchat.registry.services import training_run_start
+
+    active = model_version_active()
+    if active is not None:
+        return active
+    run = training_run_start(kind=TrainingRun.Kind.DEFAULT, hyperparameters={"seed": seed})
+    run.refresh_from_db()
+    if run.status != TrainingRun.Status.DONE:
+        raise RuntimeError(f"the default model run failed: {run.error}")
+    return model_version_active()
+
+
+def _form_initial(form_class) -> dict:
+    return {name: f.initial for name, f in form_class.base_fields.items() if f.initial is not None}
+
+
+def _generate(active, mine_n: int, seed: int, verified: bool) -> dict:
+    """Step 1: samples against the active model (the generation form's defaults)."""
+    from webchat.curation.admin.forms import SkillsGenerateForm
+    from webchat.curation.models import CurationJob, LoopSettings
+    from webchat.curation.services import curation_job_start
+
+    form = _form_initial(SkillsGenerateForm)
+    methods = list(LoopSettings.load().mine_methods or form.get("methods") or ["mixed"])
+    params = {
+        "source": "skills",
+        "split": "train",
+        "n": mine_n,
+        "methods": methods,
+        "rate": form.get("rate", 0.2),
+        "budget": form.get("budget", 200),
+        "seed": seed,
+        "model_version_id": active.pk,
+    }
+    if not verified:
+        return _generate_unverified(active, params)
+    job = curation_job_start(kind=CurationJob.Kind.GENERATE, params=params, user=_admin())
+    job.refresh_from_db()
+    if job.status != CurationJob.Status.DONE:
+        raise RuntimeError(f"generation failed: {job.error}")
+    return job.result
+
+
+def _generate_unverified(active, params: dict) -> dict:
+    """The ablation's samples: the attack with no validity check, saved as the product saves
+    samples (adversarial_sample_create), with the oracle's verdict recorded but not applied."""
+    import random
+
+    from modeling import attack
+    from webchat.curation.models import AdversarialSample
+    from webchat.curation.services import adversarial_sample_create
+    from worker.curation import LoadedModel, sources_from_skills, validity
+
+    loaded = LoadedModel(active)
+    made = 0
+    for i, src in enumerate(sources_from_skills("train", params["n"], params["seed"])):
+        messages = src.context + [{"role": "user", "content": src.text}]
+        rng = random.Random(params["seed"] * 7919 + i)  # noqa: S311 - seeded
+        r = attack.attack(
+            loaded.model,
+            loaded.fmt,
+            messages,
+            src.target,
+            budget=params["budget"],
+            rng=rng,
+            constraints=[],
+            protect_slots=False,
+        )
+        if r.status != "successful":
+            continue
+        valid, note = validity(src.text, r.perturbed, src.context)
+        adversarial_sample_create(
+            kind=AdversarialSample.Kind.ADVERSARIAL,
+            origin="skills",
+            family=src.family,
+            context=src.context,
+            original_text=src.text,
+            perturbed_text=r.perturbed,
+            target_reply=src.target,
+            method="attack",
+            parameters={"unverified": True},
+            valid=valid,
+            validity_note=note,
+            attacked_model=active,
+            model_output=r.output,
+            fooled=True,
+            queries=r.queries,
+        )
+        made += 1
+    return {"samples": made, "valid": None, "fooled": made}
+
+
+def _approve_and_build(verified: bool, round_no: int):
+    """Steps 2-3: approve (all valid; the ablation: all) and build with the form's defaults."""
+    from webchat.curation.admin.forms import BuildDatasetForm
+    from webchat.curation.models import AdversarialSample, CurationJob, Dataset
+    from webchat.curation.services import curation_job_start, sample_review
+
+    pending = AdversarialSample.objects.filter(status=AdversarialSample.Review.PENDING)
+    if verified:
+        pending = pending.filter(valid=True)
+    sample_review(user=_admin(), samples=pending, status="approved")
+    form = _form_initial(BuildDatasetForm)
+    params = {
+        "name": f"bench-r{round_no}",
+        "clean_share": form.get("clean_share", 0.5),
+        "only_valid": verified and form.get("only_valid", True),
+    }
+    job = curation_job_start(kind=CurationJob.Kind.BUILD, params=params, user=_admin())
+    job.refresh_from_db()
+    if job.status != CurationJob.Status.DONE:
+        raise RuntimeError(f"dataset build failed: {job.error}")
+    return Dataset.objects.get(pk=job.result["dataset_id"])
+
+
+def _fine_tune(active, dataset):
+    """Steps 4-5: the fine-tune form's defaults; the worker trains, registers and evaluates."""
+    from webchat.curation.services import FINETUNE_DEFAULTS
+    from webchat.registry.models import TrainingRun
+    from webchat.registry.services import training_run_start
+
+    run = training_run_start(
+        kind=TrainingRun.Kind.SFT,
+        base_model=active,
+        dataset=dataset,
+        hyperparameters=dict(FINETUNE_DEFAULTS),
+        user=_admin(),
+    )
+    run.refresh_from_db()
+    if run.status != TrainingRun.Status.DONE:
+        raise RuntimeError(f"fine-tune run #{run.pk} {run.status}: {run.error}")
+    return run
+
+
+def _row(version, results: dict) -> dict:
+    """The round's numbers, read from the Evaluation rows the worker stored."""
+    from modeling.evaluation_suite import (
+        TEST_ADAPTIVE,
+        TEST_CLEAN,
+        TEST_OOD,
+        TEST_PERTURBED,
+        TEST_REPAIR,
+        TEST_REPLAYED,
+    )
+
+    pert = results.get(TEST_PERTURBED) or {}
+
+    def at(family):
+        return (pert.get(f"{family}@0.2") or {}).get("accuracy")
+
+    heldout = [at(f) for f in HELDOUT if at(f) is not None]
+    repair = results.get(TEST_REPAIR) or {}
+    return {
+        "version": version.name,
+        "clean": results[TEST_CLEAN]["accuracy"],
+        "clean_n": results[TEST_CLEAN]["n"],
+        "ood": results[TEST_OOD]["accuracy"],
+        **{f"{f}@0.2": at(f) for f in (*TRAINED, *HELDOUT)},
+        "heldout@0.2": statistics.mean(heldout) if heldout else None,
+        "entity_typo@0.2": at("entity_typo"),
+        "adaptive_asr": (results.get(TEST_ADAPTIVE) or {}).get("asr"),
+        "replayed_asr": (results.get(TEST_REPLAYED) or {}).get("asr"),
+        "repair_rate": repair.get("repair_rate", repair.get("rate")),
+        "per_family": {
+            f: v["accuracy"] for f, v in results[TEST_CLEAN].get("per_family", {}).items()
+        },
+    }
+
+
+def _gate_summary(report: dict) -> dict:
+    clean = next((c for c in report["checks"] if c["name"] == "clean accuracy"), {})
+    interval = clean.get("interval") or {}
+    return {
+        "passed": report["passed"],
+        "clean_low": interval.get("low"),
+        "clean_high": interval.get("high"),
+        "failed": [f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["passed"]],
+    }
+
+
+def run_seed(args, seed: int, verified: bool) -> list[dict]:
+    """Every round of one lineage, in this process (cached per round under its folder)."""
+    name = f"seed{seed}" + ("" if verified else "-unverified")
+    workdir = Path(args.out) / name
+    _setup_django(workdir, json.loads(args.policy) if args.policy else {})
+    from webchat.registry.selectors import evaluation_results, model_version_active
+    from webchat.registry.services import (
+        PromotionRefused,
+        model_version_evaluate,
+        model_version_promote,
+        promotion_gates,
+    )
+
+    rows = []
+    t0 = time.perf_counter()
+    default = _default_model(seed)
+    if not evaluation_results(default):
+        model_version_evaluate(version=default)
+    rows.append(
+        {
+            "seed": seed,
+            "round": 0,
+            "verified": verified,
+            **_row(default, evaluation_results(default)),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+    )
+    for r in range(1, args.rounds + 1):
+        cached = workdir / f"round{r}.json"
+        if cached.is_file():
+            rows.append(json.loads(cached.read_text()))
+            continue
+        t0 = time.perf_counter()
+        active = model_version_active()
+        mined = _generate(active, args.mine_n, seed * 1000 + r, verified)
+        dataset = _approve_and_build(verified, r)
+        run = _fine_tune(active, dataset)
+        version = run.output_model
+        report = promotion_gates(candidate=version, active=active)
+        try:
+            model_version_promote(version=version, user=_admin(), note=f"bench round {r}")
+            promoted = True
+        except PromotionRefused:
+            promoted = False
+        selection = (run.hyperparameters or {}).get("select_on_dev")
+        row = {
+            "seed": seed,
+            "round": r,
+            "verified": verified,
+            **_row(version, evaluation_results(version)),
+            "samples": mined.get("samples"),
+            "fooled": mined.get("fooled"),
+            "dataset_records": (dataset.counts or {}).get("records"),
+            "select_on_dev": selection,
+            "gate": _gate_summary(report),
+            "promoted": promoted,
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+        cached.write_text(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def _mean(rows: list[dict], key: str):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.mean(vals) if vals else None
+
+
+COLUMNS = [
+    ("clean", "clean"),
+    ("ood", "OOD"),
+    *((f"{f}@0.2", f) for f in TRAINED),
+    ("heldout@0.2", "held-out"),
+    ("entity_typo@0.2", "entity typo"),
+    ("adaptive_asr", "adaptive ASR"),
+    ("replayed_asr", "replayed ASR"),
+    ("repair_rate", "repair"),
+]
+
+
+def print_table(rows: list[dict]) -> list[dict]:
+    """Per lineage and round: the mean over seeds (percent), the gate and wall time."""
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    head = ["arm", "round", *(label for _, label in COLUMNS), "gate passed", "wall s"]
+    print(" | ".join(head))
+    means = []
+    for verified in (True, False):
+        for r in sorted({row["round"] for row in rows}):
+            group = [x for x in rows if x["round"] == r and x["verified"] == verified]
+            if not group:
+                continue
+            m = {k: _mean(group, k) for k, _ in COLUMNS}
+            gates = [x["gate"]["passed"] for x in group if "gate" in x]
+            m.update(
+                round=r,
+                verified=verified,
+                seeds=len(group),
+                gate_passed=sum(gates),
+                wall_s=_mean(group, "wall_s"),
+            )
+            means.append(m)
+            gate = f"{sum(gates)}/{len(gates)}" if gates else "-"
+            cells = ["verified" if verified else "unverified", str(r)]
+            cells += [pct(m[k]) for k, _ in COLUMNS] + [gate, f"{m['wall_s']:.0f}"]
+            print(" | ".join(cells))
+    for x in rows:
+        if "gate" in x:
+            g = x["gate"]
+            arm = "verified" if x["verified"] else "unverified"
+            print(
+                f"seed {x['seed']} round {x['round']} ({arm}):"
+                f" gate {'passed' if g['passed'] else 'refused'}, clean diff interval "
+                f"[{pct(g['clean_low'])}, {pct(g['clean_high'])}] points"
+                + ("" if g["passed"] else f"; {'; '.join(g['failed'])}")
+            )
+    return means
+
+
+def targets(means: list[dict], rows: list[dict]) -> list[dict]:
+    """The issue's targets on the verified lineage's means (None: not measured in this run)."""
+    by = {m["round"]: m for m in means if m["verified"]}
+    base, r1, r3 = by.get(0), by.get(1), by.get(3)
+    out = []
+
+    def check(name, ok):
+        out.append({"target": name, "met": ok})
+
+    def gain(m, key, points, near=0.95):
+        if m is None or base is None or m[key] is None or base[key] is None:
+            return None
+        return m[key] >= min(base[key] + points / 100, max(near, base[key]))
+
+    if r1:
+        seeds = [x for x in rows if x["round"] == 1 and x["verified"]]
+        check("round 1: clean >= parent - 1 point", r1["clean"] >= base["clean"] - 0.01)
+        check(
+            "round 1: gate passes in >= 2 of 3 seeds",
+            sum(x["gate"]["passed"] for x in seeds) >= min(2, len(seeds)),
+        )
+        asr = r1["adaptive_asr"] is not None and base["adaptive_asr"] is not None
+        check(
+            "round 1: adaptive ASR >= 15 points lower",
+            asr and r1["adaptive_asr"] <= base["adaptive_asr"] - 0.15,
+        )
+        check("round 1: held-out families >= +3 points (or >= 95%)", gain(r1, "heldout@0.2", 3))
+        check("round 1: entity typos >= +15 points (or >= 95%)", gain(r1, "entity_typo@0.2", 15))
+        check(
+            "round 1: no trained family lower",
+            all(r1[f"{f}@0.2"] >= base[f"{f}@0.2"] for f in TRAINED if r1[f"{f}@0.2"] is not None),
+        )
+    if r3:
+        check(
+            "round 3: adaptive ASR <= half the default's",
+            r3["adaptive_asr"] <= base["adaptive_asr"] / 2,
+        )
+        check("round 3: clean >= default - 1 point", r3["clean"] >= base["clean"] - 0.01)
+        check(
+            "round 3: repair rate >= 80%",
+            None if r3["repair_rate"] is None else r3["repair_rate"] >= 0.8,
+        )
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--mine-n", type=int, default=300, help="training dialogues mined per round")
+    ap.add_argument("--ablation", action="store_true", help="also the unverified lineage")
+    ap.add_argument("--out", default=str(ROOT / "var" / "bench" / "loop"))
+    ap.add_argument(
+        "--policy",
+        default="",
+        help="PromotionPolicy field overrides as JSON "
+        "(smaller evaluations for a smoke run; the default is the product's policy)",
+    )
+    ap.add_argument("--seed-process", nargs=2, metavar=("SEED", "VERIFIED"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.seed_process:
+        seed, verified = int(args.seed_process[0]), args.seed_process[1] == "1"
+        rows = run_seed(args, seed, verified)
+        print("ROWS " + json.dumps(rows))
+        return 0
+    rows = []
+    for verified in (True, False) if args.ablation else (True,):
+        for seed in range(args.seeds):
+            # one process per lineage: its own database and Django setup
+            cmd = [
+                sys.executable,
+                __file__,
+                "--seed-process",
+                str(seed),
+                "1" if verified else "0",
+                "--rounds",
+                str(args.rounds),
+                "--mine-n",
+                str(args.mine_n),
+                "--out",
+                args.out,
+                "--policy",
+                args.policy,
+            ]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+            line = next((x for x in done.stdout.splitlines() if x.startswith("ROWS ")), None)
+            if done.returncode or line is None:
+                sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
+                raise SystemExit(f"seed {seed} failed")
+            rows += json.loads(line[5:])
+    means = print_table(rows)
+    met = targets(means, rows)
+    for t in met:
+        print(f"{t['target']}: {'-' if t['met'] is None else 'met' if t['met'] else 'MISSED'}")
+    print(
+        json.dumps(
+            {
+                "bench": "loop",
+                "rounds": args.rounds,
+                "seeds": args.seeds,
+                "mine_n": args.mine_n,
+                "policy": args.policy,
+                "means": means,
+                "targets": met,
+                "rows": rows,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
