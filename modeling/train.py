@@ -57,7 +57,6 @@ from modeling.data import (
     Batches,
     load_examples,
     skills_dialogues,
-    tokenizer_texts,
 )
 from modeling.dev_selection import DevSelector, DevSet
 from modeling.distributed import (
@@ -73,6 +72,7 @@ from modeling.optim import lr_at, make_optimizer
 from modeling.progress import ProgressFn
 from modeling.regularisers import NEFTune, user_turn_perturbation
 from modeling.train_config import TrainConfig
+from modeling.train_setup import build_model_and_tokenizer, model_config_dict
 from modeling.train_state import load_train_state, restore_rng, save_train_state, state_path
 
 __all__ = ["MODEL_DIR", "Cancelled", "TrainConfig", "load_train_state", "train"]
@@ -96,43 +96,6 @@ class Cancelled(Exception):
         super().__init__(f"training cancelled after step {step}")
         self.step = step
         self.checkpoint = checkpoint
-
-
-# ----------------------------------------------------------------------------------------------
-# Model and tokenizer
-
-
-def _build_model_and_tokenizer(config: TrainConfig, out_dir: Path, device: torch.device, ddp):
-    """Return (model, tokenizer, parent_meta)."""
-    from modeling.checkpoint import load_model
-    from modeling.model import ModelConfig, Transformer
-    from modeling.tokenizer import Tokenizer
-
-    if config.base_model:
-        model, tokenizer, meta = load_model(config.base_model, device="cpu")
-        return model.to(device), tokenizer, meta
-    tok_file = out_dir / "tokenizer.json"
-    if config.tokenizer:
-        tokenizer = Tokenizer.load(config.tokenizer)
-    elif tok_file.exists():
-        tokenizer = Tokenizer.load(tok_file)
-    else:
-        if ddp.enabled:
-            raise ValueError("DDP from scratch needs a trained tokenizer: set config.tokenizer")
-        texts = tokenizer_texts(config.data, config.source_options())
-        tokenizer = Tokenizer.train(texts, vocab_size=config.tokenizer_vocab_size)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(tok_file)
-    mcfg = ModelConfig(**{**config.model, "vocab_size": tokenizer.vocab_size})
-    mcfg.block_size = max(mcfg.block_size, config.seq_len)
-    torch.manual_seed(config.seed)
-    model = Transformer(mcfg)
-    return model.to(device), tokenizer, {}
-
-
-def _model_config_dict(model: nn.Module) -> dict:
-    cfg = getattr(model, "config", None)
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +202,7 @@ def _prepare(config: TrainConfig, ddp: Dist) -> _Run:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     out_dir = Path(config.out_dir)
-    model, tokenizer, parent_meta = _build_model_and_tokenizer(config, out_dir, device, ddp)
+    model, tokenizer, parent_meta = build_model_and_tokenizer(config, out_dir, device, ddp)
     if config.seq_len > model.config.block_size:
         # a base model's context is the hard limit; rows are cut to fit it
         config = dataclasses.replace(config, seq_len=model.config.block_size)
@@ -517,7 +480,7 @@ def _finish(run: _Run, progress, info: dict, t_start: float) -> Path:
                 **config.lineage,
             },
             "selection": selection,
-            "model_config": _model_config_dict(run.raw_model),
+            "model_config": model_config_dict(run.raw_model),
             "num_params": sum(p.numel() for p in run.raw_model.parameters()),
             "train_config": config.to_dict(),
             "metrics": final,
