@@ -82,20 +82,46 @@ def _admin():
     return user or User.objects.create_superuser("bench-admin", "bench@example.org", "x")  # noqa: S106
 
 
-def _default_model(seed: int):
-    """The active model: the product's default-model run on first start (cached in the DB)."""
+def _default_model(seed: int, quick: dict):
+    """The active model: the product's default-model run on first start (cached in the DB; an
+    interrupted run resumes from its checkpoint). ``quick``: DefaultRecipe overrides for a smoke
+    run, built by modeling.recipes and registered as the active version instead (its numbers
+    say nothing about the product's default model)."""
     from webchat.registry.models import TrainingRun
     from webchat.registry.selectors import model_version_active
     from webchat.registry.services import training_run_start
+    from worker.training import run_training
 
     active = model_version_active()
     if active is not None:
         return active
-    run = training_run_start(kind=TrainingRun.Kind.DEFAULT, hyperparameters={"seed": seed})
+    if quick:
+        return _quick_default(seed, quick)
+    run = TrainingRun.objects.filter(kind=TrainingRun.Kind.DEFAULT).first()
+    if run is None:
+        run = training_run_start(kind=TrainingRun.Kind.DEFAULT, hyperparameters={"seed": seed})
+    else:
+        run_training.delay(run.pk)  # a bench killed mid-build: the run resumes
     run.refresh_from_db()
     if run.status != TrainingRun.Status.DONE:
         raise RuntimeError(f"the default model run failed: {run.error}")
     return model_version_active()
+
+
+def _quick_default(seed: int, quick: dict):
+    from django.conf import settings
+
+    from modeling.checkpoint import model_info
+    from modeling.recipes import DefaultRecipe, build_default_model
+    from webchat.registry.services import model_version_activate, model_version_register
+    from worker.evaluation import evaluate_version
+
+    out = Path(settings.MODELS_DIR) / "quick-default"
+    path = build_default_model(out, seed=seed, recipe=DefaultRecipe(**quick))
+    version = model_version_register(name="quick-default", path=str(path), info=model_info(path))
+    model_version_activate(version=version)
+    evaluate_version.delay(version.pk)
+    return version
 
 
 def _form_initial(form_class) -> dict:
@@ -281,7 +307,7 @@ def run_seed(args, seed: int, verified: bool) -> list[dict]:
 
     rows = []
     t0 = time.perf_counter()
-    default = _default_model(seed)
+    default = _default_model(seed, json.loads(args.quick_default or "{}"))
     if not evaluation_results(default):
         model_version_evaluate(version=default)
     rows.append(
@@ -445,12 +471,18 @@ def main() -> int:
         help="PromotionPolicy field overrides as JSON "
         "(smaller evaluations for a smoke run; the default is the product's policy)",
     )
+    ap.add_argument(
+        "--quick-default",
+        default="",
+        help="DefaultRecipe overrides as JSON for a smoke run (a smaller default model instead "
+        "of the product's default run)",
+    )
     ap.add_argument("--seed-process", nargs=2, metavar=("SEED", "VERIFIED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.seed_process:
         seed, verified = int(args.seed_process[0]), args.seed_process[1] == "1"
         rows = run_seed(args, seed, verified)
-        print("ROWS " + json.dumps(rows))
+        (Path(args.out) / f"rows-{seed}-{int(verified)}.json").write_text(json.dumps(rows))
         return 0
     rows = []
     for verified in (True, False) if args.ablation else (True,):
@@ -470,13 +502,18 @@ def main() -> int:
                 args.out,
                 "--policy",
                 args.policy,
+                "--quick-default",
+                args.quick_default,
             ]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
-            line = next((x for x in done.stdout.splitlines() if x.startswith("ROWS ")), None)
-            if done.returncode or line is None:
-                sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
-                raise SystemExit(f"seed {seed} failed")
-            rows += json.loads(line[5:])
+            log_file = Path(args.out) / f"seed{seed}-{int(verified)}.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_file, "w") as log:
+                done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+            result = Path(args.out) / f"rows-{seed}-{int(verified)}.json"
+            if done.returncode or not result.is_file():
+                sys.stderr.write(log_file.read_text()[-5000:])
+                raise SystemExit(f"seed {seed} failed (log: {log_file})")
+            rows += json.loads(result.read_text())
     means = print_table(rows)
     met = targets(means, rows)
     for t in met:

@@ -18,7 +18,8 @@ docs/robustness.md read the same numbers. The test sets (their keys are the regi
   (right under attack) and ``examples``, the successful adversarial inputs, for replay;
 - ``attack:replayed``: another model's successful adversarial inputs replayed on this one
   (transfer; a sample counts only when this model answers its clean original right);
-- ``repair``: the repair rate (modeling.dialogue_metrics) when that module is installed.
+- ``repair``: the repair rate (after the model's own wrong answer and a complaint, the share of
+  second replies that are right) and the kept-right rate, from modeling.dialogue_metrics.
 
 Everything is seeded by ``EvalSettings.seed``: the same model and settings give the same numbers.
 """
@@ -197,7 +198,7 @@ def evaluate_suite(
     note(f"adaptive ASR {out[TEST_ADAPTIVE]['asr']}")
     if replay_examples is not None:
         out[TEST_REPLAYED] = replay(model, chat_format, replay_examples, batch_size=batch_size)
-    repair = repair_metrics(model, chat_format, s)
+    repair = repair_metrics(model, chat_format, test_dialogues[:n], s)
     if repair is not None:
         out[TEST_REPAIR] = repair
     return out
@@ -271,11 +272,16 @@ def adaptive_metrics(
     }
 
 
-def repair_metrics(model: torch.nn.Module, chat_format: Any, s: EvalSettings) -> dict | None:
-    """The repair rate from modeling.dialogue_metrics, or None where that module is absent."""
+def repair_metrics(
+    model: torch.nn.Module, chat_format: Any, dialogues: Sequence[Any], s: EvalSettings
+) -> dict | None:
+    """Repair and kept-right rates (modeling.dialogue_metrics.repair_rates) on the clean test
+    dialogues, or None where this installation has no modeling.dialogue_metrics."""
     if importlib.util.find_spec("modeling.dialogue_metrics") is None:
         return None
-    from modeling import dialogue_metrics
+    from modeling.dialogue_metrics import repair_rates
 
-    fn = getattr(dialogue_metrics, "repair_metrics", None)
-    return None if fn is None else fn(model, chat_format, n=max(1, s.eval_n // 4), seed=s.seed)
+    try:
+        return repair_rates(model, chat_format, dialogues, seed=s.seed)
+    except ValueError:  # no plain question among the dialogues
+        return None
