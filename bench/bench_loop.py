@@ -227,7 +227,7 @@ def _approve_and_build(verified: bool, round_no: int):
     return Dataset.objects.get(pk=job.result["dataset_id"])
 
 
-def _fine_tune(active, dataset):
+def _fine_tune(active, dataset, overrides: dict):
     """Steps 4-5: the fine-tune form's defaults; the worker trains, registers and evaluates."""
     from webchat.curation.services import FINETUNE_DEFAULTS
     from webchat.registry.models import TrainingRun
@@ -237,7 +237,7 @@ def _fine_tune(active, dataset):
         kind=TrainingRun.Kind.SFT,
         base_model=active,
         dataset=dataset,
-        hyperparameters=dict(FINETUNE_DEFAULTS),
+        hyperparameters={**FINETUNE_DEFAULTS, **overrides},
         user=_admin(),
     )
     run.refresh_from_db()
@@ -328,7 +328,7 @@ def run_seed(args, seed: int, verified: bool) -> list[dict]:
         active = model_version_active()
         mined = _generate(active, args.mine_n, seed * 1000 + r, verified)
         dataset = _approve_and_build(verified, r)
-        run = _fine_tune(active, dataset)
+        run = _fine_tune(active, dataset, json.loads(args.finetune or "{}"))
         version = run.output_model
         report = promotion_gates(candidate=version, active=active)
         try:
@@ -477,6 +477,11 @@ def main() -> int:
         help="DefaultRecipe overrides as JSON for a smoke run (a smaller default model instead "
         "of the product's default run)",
     )
+    ap.add_argument(
+        "--finetune",
+        default="",
+        help="fine-tune hyperparameter overrides as JSON for a smoke run (default: the form's)",
+    )
     ap.add_argument("--seed-process", nargs=2, metavar=("SEED", "VERIFIED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.seed_process:
@@ -504,6 +509,8 @@ def main() -> int:
                 args.policy,
                 "--quick-default",
                 args.quick_default,
+                "--finetune",
+                args.finetune,
             ]
             log_file = Path(args.out) / f"seed{seed}-{int(verified)}.log"
             log_file.parent.mkdir(parents=True, exist_ok=True)
