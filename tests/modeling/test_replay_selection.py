@@ -175,3 +175,38 @@ def test_select_on_dev_gives_back_the_parent_when_nothing_beats_it(tmp_path, ski
     fresh = Transformer(ModelConfig(**{**cfg.model, "vocab_size": model.config.vocab_size}))
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def _accuracy(model_dir, dialogues):
+    from modeling.chat import ChatFormat
+    from modeling.evaluate import evaluate
+
+    model, tokenizer, _ = load_model(model_dir)
+    return evaluate(model, ChatFormat(tokenizer), dialogues)["accuracy"]
+
+
+def test_replay_keeps_what_a_narrow_fine_tune_would_forget(tmp_path, skills_tokenizer):
+    parent = train(sft_config(tmp_path / "parent", skills_tokenizer, max_steps=60))
+    known = [
+        {"messages": list(d.messages), "family": d.family} for d in skills.dialogues("dev", n=8)
+    ]
+    before = _accuracy(parent, known)
+    narrow = tmp_path / "narrow.jsonl"
+    narrow.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": f"What is {a} plus {a}?"},
+                                     {"role": "assistant", "content": f"{2 * a}."}]}) + "\n"
+            for a in range(2, 6)
+        )
+    )  # fmt: skip
+    common = dict(base_model=str(parent), data=[str(narrow)], max_steps=40)
+    forgot = train(sft_config(tmp_path / "plain", None, **common))
+    kept = train(
+        sft_config(
+            tmp_path / "replay", None, replay_data=["skills:dev"], replay_share=0.5,
+            **common,
+        )
+    )  # fmt: skip
+    assert before >= 0.875
+    assert _accuracy(forgot, known) <= before - 0.25  # the narrow data overwrote the rest
+    assert _accuracy(kept, known) >= before - 0.125
