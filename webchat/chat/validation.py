@@ -31,7 +31,7 @@ class NumberRange:
     label: str
 
 
-# The sampling parameters a user may set, keyed as modeling.generate.SamplingParams names them.
+# The sampling parameters a user may set, keyed as modeling.sampling.SamplingParams names them.
 PARAMS: dict[str, NumberRange] = {
     "temperature": NumberRange(float, 0.0, 2.0, 0.7, "Temperature"),
     "top_p": NumberRange(float, 0.05, 1.0, 0.95, "Top-p"),
@@ -121,7 +121,7 @@ def validate_params(raw, *, max_tokens: int) -> dict:
         max_tokens: this user's cap on max_new_tokens.
 
     Returns:
-        Keys of modeling.generate.SamplingParams: max_new_tokens, temperature, top_k, top_p,
+        Keys of modeling.sampling.SamplingParams: max_new_tokens, temperature, top_k, top_p,
         repetition_penalty, do_sample, num_beams, length_penalty, seed.
 
     Raises:
