@@ -185,6 +185,7 @@ def _accuracy(model_dir, dialogues):
     return evaluate(model, ChatFormat(tokenizer), dialogues)["accuracy"]
 
 
+@pytest.mark.slow  # three tiny training runs
 def test_replay_keeps_what_a_narrow_fine_tune_would_forget(tmp_path, skills_tokenizer):
     parent = train(sft_config(tmp_path / "parent", skills_tokenizer, max_steps=60))
     known = [
