@@ -426,7 +426,11 @@ def handle_mine(job, recorder: JobRecorder) -> JobOutcome:
     version = _version_for(job.params)
     if version is None:
         methods = [m for m in methods if m != "attack"]
-    counts = _generate(job, recorder, sources_from_feedback(ids), methods=methods, version=version)
+    sources = sources_from_feedback(ids)
+    if job.params.get("skills_n"):  # a learning round also mines the skills training split
+        p = job.params
+        sources += sources_from_skills("train", int(p["skills_n"]), int(p.get("seed", 0)))
+    counts = _generate(job, recorder, sources, methods=methods, version=version)
     loop_settings_mark_mined(loop_settings=settings, at=started)
     counts["corrections_and_repairs"] = len(repairs)
     counts["summary"] = (

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from worker.app import app
+from worker.finetune import finetune_hyperparameters, replay_lineage, train_config_kwargs
 from worker.jobs import PROGRESS_INTERVAL_S, Recorder
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class RunRecorder(Recorder):
         self.last_cancel_check = 0.0
         self.cancelled = False
         self.curve: list[list[float]] = []
+        self.dev_curve: list[list] = []
         self.phase_offset = 0.0  # multi-phase recipes report progress per phase
         self.phase_weight = 1.0
         self.last_step: int | None = None
@@ -70,6 +72,14 @@ class RunRecorder(Recorder):
 
     def _log_eval(self, step: int, info: dict) -> None:
         parts = [f"eval at step {step}:"]
+        clean = info.get("dev_clean", info.get("dev_accuracy"))
+        if clean is not None:
+            robust = info.get("dev_robust")
+            self.dev_curve.append([step, round(float(clean), 5), robust and round(robust, 5)])
+            if robust is not None:
+                parts.append(f"robust dev accuracy {robust:.1%}")
+            if info.get("best_step") is not None:
+                parts.append(f"best step so far {info['best_step']}")
         dev_loss = info.get("dev_loss")
         if dev_loss is not None and dev_loss == dev_loss:  # not NaN
             parts.append(f"dev loss {dev_loss:.4f}")
@@ -77,6 +87,7 @@ class RunRecorder(Recorder):
             parts.append(f"dev accuracy {info['dev_accuracy']:.1%}")
         if len(parts) > 1:
             self.log(" ".join(parts))
+            self.flush()
 
     def should_cancel(self) -> bool:
         from webchat.registry.selectors import training_run_cancel_requested
@@ -91,7 +102,11 @@ class RunRecorder(Recorder):
         return self.cancelled
 
     def snapshot(self) -> dict:
-        return {"loss_curve": self.curve[-LOSS_CURVE_POINTS:], **super().snapshot()}
+        return {
+            "loss_curve": self.curve[-LOSS_CURVE_POINTS:],
+            "dev_curve": self.dev_curve,
+            **super().snapshot(),
+        }
 
     def save(self, **fields) -> None:
         from webchat.registry.services import training_run_update
@@ -122,6 +137,7 @@ def run_training(run_id: int) -> dict:
         return {"run_id": run_id, "status": "skipped", "model_version_id": None}
     recorder = RunRecorder(run_id)
     recorder.curve = list(run.loss_curve or [])
+    recorder.dev_curve = list(run.dev_curve or [])
     recorder.lines = (run.log_tail or "").splitlines()
     recorder.log(f"started ({run.get_kind_display()})")
     recorder.flush()
@@ -196,6 +212,10 @@ def execute(run, recorder: RunRecorder) -> Path:
     if run.base_model is None and run.kind == TrainingRun.Kind.SFT:
         raise ValueError("a fine-tuning run needs a base model version")
     data = list(hp.pop("data", []))
+    replay: list[str] = []
+    if run.base_model is not None and run.kind == TrainingRun.Kind.SFT:
+        hp = record_finetune_settings(run, hp)
+        hp, replay = train_config_kwargs(hp)
     if run.dataset is not None:
         dataset_file = Path(run.dataset.path)
         if not dataset_file.is_file():
@@ -210,16 +230,31 @@ def execute(run, recorder: RunRecorder) -> Path:
         kind=run.kind,
         out_dir=str(out),
         base_model=run.base_model.path if run.base_model else None,
-        data=data or ["skills:train"],
+        data=(data + replay) or ["skills:train"],
         on_bad_line=hp.pop("on_bad_line", "fail"),
         lineage={
             "training_run": run.pk,
             "parent_version": run.base_model.name if run.base_model else None,
             "dataset": str(run.dataset) if run.dataset else None,
+            "replay": replay_lineage(run.hyperparameters),
         },
         **hp,
     )
     return Path(train(config, progress=recorder.progress, should_cancel=recorder.should_cancel))
+
+
+def record_finetune_settings(run, hp: dict) -> dict:
+    """Fill a fine-tune's replay and dev-selection settings from the promotion policy (where the
+    run does not name them) and write them on the run's row, so the admin shows what it used."""
+    from webchat.registry.models import PromotionPolicy
+    from webchat.registry.services import training_run_update
+
+    completed = finetune_hyperparameters(hp, policy=PromotionPolicy.load())
+    recorded = {**(run.hyperparameters or {}), **completed}
+    if recorded != run.hyperparameters:
+        training_run_update(run_id=run.pk, hyperparameters=recorded)
+        run.hyperparameters = recorded
+    return completed
 
 
 def register(run, model_dir: Path):

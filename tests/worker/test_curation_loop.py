@@ -2,6 +2,7 @@
 with evaluation, a corrupt dataset, and the scheduled loop (build -> fine-tune -> evaluate ->
 promote if the gates pass)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from webchat.registry.services import (
     TEST_PERTURBED,
     TEST_REPLAYED,
 )
+from worker.finetune import train_config_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -34,6 +36,7 @@ TINY_FINETUNE = {
     "batch_size": "2",
     "seq_len": "64",
     "seed": "0",
+    "replay_share": "0.5",
 }
 
 
@@ -121,7 +124,8 @@ def test_a_fine_tune_from_the_admin_goes_queued_running_done_and_is_evaluated(
     url = reverse("admin:curation_dataset_finetune", args=[dataset.pk])
     form = admin_client.get(url).content.decode()
     assert 'name="max_steps"' in form
-    assert 'value="300"' in form
+    assert 'value="160"' in form  # the adversarial arm's steps (docs/robustness.md)
+    assert 'name="replay_share" value="0.5"' in form
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = admin_client.post(url, {"base_model": active_tiny_model.pk, **TINY_FINETUNE})
     assert response.status_code == 302
@@ -129,6 +133,7 @@ def test_a_fine_tune_from_the_admin_goes_queued_running_done_and_is_evaluated(
     assert run.status == "queued"
     assert run.dataset == dataset
     assert run.hyperparameters["max_steps"] == 3
+    assert run.hyperparameters["replay_share"] == 0.5
     with django_capture_on_commit_callbacks(execute=True):
         for callback in callbacks:
             callback()
@@ -138,6 +143,15 @@ def test_a_fine_tune_from_the_admin_goes_queued_running_done_and_is_evaluated(
     assert ("running", 3) in seen
     candidate = run.output_model
     assert candidate.status == "candidate"
+    # the replay the run used is on the run (from the policy's sources) and in the lineage
+    assert run.hyperparameters["replay_data"] == ["skills:train", "skills-text"]
+    if "select_on_dev" in train_config_fields():
+        assert run.hyperparameters["select_on_dev"] is True
+    meta = json.loads((Path(candidate.path) / "meta.json").read_text())
+    assert meta["lineage"]["replay"] == {
+        "share": 0.5,
+        "sources": ["skills:train", "skills-text"],
+    }
     assert candidate.parent == active_tiny_model
     for version in (candidate, active_tiny_model):
         sets = set(
@@ -192,7 +206,8 @@ def test_the_loop_waits_for_enough_approved_samples_then_trains_evaluates_and_pr
             min_new_approved=3,
             clean_share=0.5,
             finetune_hyperparameters={
-                k: float(v) if "lr" in k else int(v) for k, v in TINY_FINETUNE.items()
+                k: float(v) if "lr" in k or "share" in k else int(v)
+                for k, v in TINY_FINETUNE.items()
             },
         ),
     )

@@ -288,3 +288,7 @@ class FlaggedTurn(Feedback):
         proxy = True
         verbose_name = "flagged reply or correction"
         verbose_name_plural = "flagged replies and corrections"
+
+
+# The review models live in their own module; importing them here registers them with the app.
+from webchat.curation.review_models import ReviewPolicy, SampleReview  # noqa: E402, F401

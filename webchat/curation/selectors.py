@@ -101,3 +101,39 @@ def loop_jobs_with_ended_runs() -> QuerySet:
     return (
         _running_loop_jobs().filter(training_run__status__in=ended).select_related("training_run")
     )
+
+
+# ---- the learning round page -------------------------------------------------------------------
+
+
+def learning_round_state() -> dict:
+    """Where the current learning round stands, for its admin page.
+
+    Returns:
+        {"mine_job", "loop_job": the latest jobs of each step or None, "pending", "valid_pending":
+         pending samples of that mining job (all / oracle-valid), "approved_new": approved
+         samples in no dataset yet, "candidate": the loop job's candidate version or None}.
+    """
+    from webchat.curation.models import AdversarialSample, CurationJob
+
+    mine = CurationJob.objects.filter(kind=CurationJob.Kind.MINE).order_by("-pk").first()
+    loop = CurationJob.objects.filter(kind=CurationJob.Kind.LOOP).order_by("-pk").first()
+    pending = AdversarialSample.objects.filter(job=mine, status=AdversarialSample.Review.PENDING)
+    run = loop.training_run if loop is not None else None
+    return {
+        "mine_job": mine,
+        "loop_job": loop,
+        "pending": pending.count() if mine else 0,
+        "valid_pending": pending.filter(valid=True).count() if mine else 0,
+        "approved_new": approved_not_in_any_dataset().count(),
+        "candidate": run.output_model if run is not None else None,
+    }
+
+
+def round_samples_valid_pending(*, job_id: int) -> QuerySet:
+    """The oracle-valid samples a mining job made that still wait for review."""
+    from webchat.curation.models import AdversarialSample
+
+    return AdversarialSample.objects.filter(
+        job_id=job_id, status=AdversarialSample.Review.PENDING, valid=True
+    )

@@ -2,6 +2,7 @@
 promotion policy and the audit trail of promotions."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 # Evaluation.test_set names written by worker.evaluation.
@@ -108,6 +109,8 @@ class TrainingRun(QueuedWork):
     hyperparameters = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     loss_curve = models.JSONField(default=list, blank=True)
+    # [step, clean dev accuracy, robust dev accuracy or None] at each evaluation on the dev split
+    dev_curve = models.JSONField(default=list, blank=True)
     cancel_requested = models.BooleanField(default=False)
     output_model = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -138,18 +141,49 @@ class Evaluation(models.Model):
         return f"{self.model_version} on {self.test_set}"
 
 
+def default_replay_sources() -> list[str]:
+    """What a skills model was trained on: the train dialogues and the world statements."""
+    return ["skills:train", "skills-text"]
+
+
 class PromotionPolicy(SingleRow):
     """The promotion gates and the evaluation they read (one row, edited in the admin)."""
 
     clean_tolerance_points = models.FloatField(
-        default=1.0,
+        default=2.0,
         help_text="A candidate's clean accuracy may be at most this many points (of 100) below "
-        "the active model's.",
+        "the active model's, judged on the lower bound of the paired confidence interval (so "
+        "a candidate must measure within about a point to pass on 800 dialogues).",
+    )
+    gate_confidence = models.FloatField(
+        default=0.9,
+        help_text="Two-sided coverage of the gates' paired bootstrap intervals (0.9: each bound "
+        "is a one-sided 95% bound).",
+    )
+    family_tolerance_points = models.FloatField(
+        default=6.0,
+        help_text="No skills family's clean accuracy may drop by more than this many points.",
     )
     require_lower_adaptive_asr = models.BooleanField(
         default=True,
         help_text="The candidate's adaptive attack success rate must be lower than the active "
         "model's.",
+    )
+    asr_tolerance_points = models.FloatField(
+        default=0.0,
+        help_text="Upper bound allowed for the paired interval of the ASR difference (0: the "
+        "whole interval must be below zero, the candidate is lower with the gates' confidence).",
+    )
+    replay_share = models.FloatField(
+        default=0.5,
+        help_text="Fine-tunes: share of each batch's rows drawn from a replay of the parent's "
+        "training mix, so the model does not forget (0: the dataset alone).",
+    )
+    replay_sources = models.JSONField(
+        default=default_replay_sources,
+        blank=True,
+        help_text="What a fine-tune replays, as training data sources (for skills models "
+        '["skills:train", "skills-text"]: the train dialogues and the world statements).',
     )
     auto_promote = models.BooleanField(
         default=True,
@@ -157,7 +191,9 @@ class PromotionPolicy(SingleRow):
         "candidates wait for a person.",
     )
     eval_n = models.PositiveIntegerField(
-        default=200, help_text="Dialogues per split for clean (test) and OOD accuracy."
+        default=800,
+        help_text="Dialogues per split for clean (test) and OOD accuracy (800: the whole test "
+        "split; the clean gate is paired on these).",
     )
     perturb_n = models.PositiveIntegerField(
         default=200, help_text="Test dialogues evaluated under each perturbation."
@@ -182,6 +218,18 @@ class PromotionPolicy(SingleRow):
     class Meta:
         verbose_name = "promotion policy"
         verbose_name_plural = "promotion policy"
+
+    def clean(self):
+        if not 0.0 < self.gate_confidence < 1.0:
+            raise ValidationError({"gate_confidence": "Use a coverage between 0 and 1, e.g. 0.9."})
+        if not 0.0 <= self.replay_share < 1.0:
+            raise ValidationError({"replay_share": "Use a share from 0 up to (not including) 1."})
+        if not isinstance(self.replay_sources, list) or not all(
+            isinstance(s, str) and s for s in self.replay_sources
+        ):
+            raise ValidationError(
+                {"replay_sources": 'A list of data sources, e.g. ["skills:train", "skills-text"].'}
+            )
 
     def eval_config(self) -> dict:
         """The settings an evaluation depends on (their hash is Evaluation.config_key)."""

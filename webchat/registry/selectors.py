@@ -1,5 +1,5 @@
-"""Reads for the registry: the active version, disk use, evaluation results, the promotion gates
-verdict, the side-by-side metrics table and the outcome of a model import."""
+"""Reads for the registry: the active version, disk use, evaluation results, the side-by-side
+metrics table and the outcome of a model import (the gates' verdict is webchat.registry.gates)."""
 
 import hashlib
 import json
@@ -65,82 +65,6 @@ def evaluation_results(version: ModelVersion, config_key: str | None = None) -> 
     key = config_key or evaluation_current_key()
     rows = Evaluation.objects.filter(model_version=version, config_key=key).order_by("created_at")
     return {row.test_set: row.metrics for row in rows}
-
-
-def _points(x) -> str:
-    return "—" if x is None else f"{100 * x:.1f}"
-
-
-def promotion_gates(
-    *, candidate: ModelVersion, active: ModelVersion | None = ..., policy=None
-) -> dict:
-    """Check a candidate against the active version with the policy's gates.
-
-    Gates: clean accuracy (skills test) not lower than the active's minus the tolerance, and (when
-    required) adaptive attack success rate strictly lower than the active's (equal at 0 passes:
-    nothing left to lower). Both models must have been evaluated with the same settings.
-
-    Returns:
-        {"passed": bool, "checks": [{"name", "passed", "detail"}], "candidate", "active",
-         "config_key"}.
-    """
-    policy = policy or PromotionPolicy.load()
-    if active is ...:
-        active = model_version_active()
-    key = eval_config_key(policy.eval_config())
-    report = {
-        "candidate": candidate.name,
-        "active": active.name if active else None,
-        "config_key": key,
-        "checks": [],
-    }
-    if active is None or active.pk == candidate.pk:
-        report["checks"].append(
-            {"name": "active model", "passed": True, "detail": "no other active version"}
-        )
-        report["passed"] = True
-        return report
-    cand, act = evaluation_results(candidate, key), evaluation_results(active, key)
-
-    def value(results, test_set, field):
-        return (results.get(test_set) or {}).get(field)
-
-    c_clean, a_clean = value(cand, TEST_CLEAN, "accuracy"), value(act, TEST_CLEAN, "accuracy")
-    tolerance = policy.clean_tolerance_points / 100.0
-    if c_clean is None or a_clean is None:
-        missing = candidate.name if c_clean is None else active.name
-        report["checks"].append(
-            {"name": "clean accuracy", "passed": False, "detail": f"{missing} is not evaluated"}
-        )
-    else:
-        report["checks"].append(
-            {
-                "name": "clean accuracy",
-                "passed": c_clean >= a_clean - tolerance - 1e-9,
-                "detail": f"{_points(c_clean)} vs active {_points(a_clean)} "
-                f"(tolerance {policy.clean_tolerance_points:g} points)",
-            }
-        )
-    if policy.require_lower_adaptive_asr:
-        # ASR is undefined (None) when the model answered no attacked dialogue correctly: nothing
-        # could be attacked, counted as 0 here (the clean-accuracy gate judges such a model).
-        c_asr = value(cand, TEST_ADAPTIVE, "asr") or 0.0
-        a_asr = value(act, TEST_ADAPTIVE, "asr") or 0.0
-        if TEST_ADAPTIVE not in cand or TEST_ADAPTIVE not in act:
-            missing = candidate.name if TEST_ADAPTIVE not in cand else active.name
-            report["checks"].append(
-                {"name": "adaptive ASR", "passed": False, "detail": f"{missing} is not attacked"}
-            )
-        else:
-            report["checks"].append(
-                {
-                    "name": "adaptive ASR",
-                    "passed": c_asr < a_asr or (c_asr == 0 and a_asr == 0),
-                    "detail": f"{_points(c_asr)}% vs active {_points(a_asr)}% (must be lower)",
-                }
-            )
-    report["passed"] = all(check["passed"] for check in report["checks"])
-    return report
 
 
 # ---- the side-by-side metrics table ----------------------------------------------------------
@@ -226,3 +150,20 @@ def training_run_cancel_requested(*, run_id: int) -> bool:
     from webchat.registry.models import TrainingRun
 
     return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def promotion_verdict(version: ModelVersion) -> dict:
+    """The gate report for a version: the one recorded when it was last promoted or refused,
+    else the gates now (against the active version)."""
+    from webchat.registry.gates import promotion_gates
+    from webchat.registry.models import PromotionRecord
+
+    record = (
+        PromotionRecord.objects.filter(
+            version=version,
+            action__in=[PromotionRecord.Action.PROMOTE, PromotionRecord.Action.REFUSED],
+        )
+        .exclude(gates={})
+        .first()
+    )
+    return record.gates if record is not None else promotion_gates(candidate=version)

@@ -10,6 +10,8 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from webchat.registry.gates import promotion_gates
+
 # Names imported `as` themselves are re-exported: the reads moved to selectors and the test-set
 # names to models, and they stay importable from here for the callers of the old names.
 from webchat.registry.models import TEST_ADAPTIVE as TEST_ADAPTIVE
@@ -27,7 +29,7 @@ from webchat.registry.selectors import directory_size as directory_size
 from webchat.registry.selectors import eval_config_key as eval_config_key
 from webchat.registry.selectors import evaluation_current_key as evaluation_current_key
 from webchat.registry.selectors import evaluation_results as evaluation_results
-from webchat.registry.selectors import model_version_active, promotion_gates
+from webchat.registry.selectors import model_version_active
 
 PROMOTE_PERMISSION = "registry.promote_modelversion"
 TRAIN_PERMISSION = "registry.add_trainingrun"

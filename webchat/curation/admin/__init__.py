@@ -15,6 +15,7 @@ from webchat.curation.admin.forms import (
 )
 from webchat.curation.admin.jobs import CurationJobAdmin
 from webchat.curation.admin.loop import LoopSettingsAdmin
+from webchat.curation.admin.reviews import ReviewPolicyAdmin
 from webchat.curation.admin.samples import AdversarialSampleAdmin
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "FineTuneForm",
     "FlaggedTurnAdmin",
     "LoopSettingsAdmin",
+    "ReviewPolicyAdmin",
     "SkillsGenerateForm",
     "render_form",
 ]

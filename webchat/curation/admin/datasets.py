@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from webchat.curation.admin.exports import DatasetExportsMixin
 from webchat.curation.admin.forms import (
     BuildDatasetForm,
     FineTuneForm,
@@ -17,7 +18,7 @@ from webchat.curation.admin.forms import (
 from webchat.curation.admin.html import sample_url
 from webchat.curation.models import Dataset, LoopSettings
 from webchat.curation.services import FINETUNE_DEFAULTS, dataset_verify
-from webchat.registry.models import TrainingRun
+from webchat.registry.models import PromotionPolicy, TrainingRun
 from webchat.registry.selectors import model_version_active
 from webchat.registry.services import TRAIN_PERMISSION, training_run_start
 
@@ -25,7 +26,7 @@ LINEAGE_LINKS = 500  # the page stays light for big datasets; the rest is counte
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(DatasetExportsMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "version",
@@ -145,7 +146,12 @@ class DatasetAdmin(admin.ModelAdmin):
         if not request.user.has_perm(TRAIN_PERMISSION):
             raise PermissionDenied
         settings_hp = LoopSettings.load().finetune_hyperparameters or {}
-        initial = {**FINETUNE_DEFAULTS, **settings_hp, "base_model": model_version_active()}
+        initial = {
+            **FINETUNE_DEFAULTS,
+            "replay_share": PromotionPolicy.load().replay_share,
+            **settings_hp,
+            "base_model": model_version_active(),
+        }
         form = FineTuneForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             run = training_run_start(

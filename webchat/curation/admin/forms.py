@@ -12,6 +12,7 @@ from webchat.curation.services import (
     BUILD_PERMISSION,
     FINETUNE_DEFAULTS,
     GENERATE_PERMISSION,
+    ROUND_DEFAULTS,
     curation_job_start,
 )
 from webchat.registry.models import ModelVersion
@@ -37,10 +38,15 @@ def usable_versions():
 
 class SkillsGenerateForm(forms.Form):
     n = forms.IntegerField(
-        label="Dialogues from the skills training split", min_value=1, max_value=5000, initial=50
+        label="Dialogues from the skills training split",
+        min_value=1,
+        max_value=5000,
+        initial=ROUND_DEFAULTS["skills_n"],
     )
     methods = forms.MultipleChoiceField(
-        choices=GENERATION_METHODS, initial=["mixed"], widget=forms.CheckboxSelectMultiple
+        choices=GENERATION_METHODS,
+        initial=ROUND_DEFAULTS["methods"],
+        widget=forms.CheckboxSelectMultiple,
     )
     rate = forms.FloatField(label="Word rate", min_value=0.0, max_value=1.0, initial=0.2)
     budget = forms.IntegerField(
@@ -123,10 +129,22 @@ class FineTuneForm(forms.Form):
         required=False,
     )
 
+    replay_share = forms.FloatField(
+        label="replay share",
+        min_value=0.0,
+        max_value=0.95,
+        required=False,
+        help_text="Share of each batch replayed from the parent's training mix (the promotion "
+        "policy's sources), so the model does not forget; 0: the dataset alone; empty: the "
+        "promotion policy's share.",
+    )
+
     def hyperparameters(self) -> dict:
         hp = {k: self.cleaned_data[k] for k in FINETUNE_DEFAULTS}
         if self.cleaned_data.get("perturb_prob"):
             hp["perturb_prob"] = self.cleaned_data["perturb_prob"]
+        if self.cleaned_data.get("replay_share") is not None:
+            hp["replay_share"] = self.cleaned_data["replay_share"]
         return hp
 
 

@@ -9,6 +9,7 @@ from django.urls import path
 from webchat.curation.admin.audit import AuditedContentAdmin
 from webchat.curation.admin.forms import SkillsGenerateForm, job_form_view
 from webchat.curation.admin.html import dialogue_html, short
+from webchat.curation.admin.reviews import review_context, verdicts_html
 from webchat.curation.models import AdversarialSample
 from webchat.curation.services import REVIEW_PERMISSION, sample_review
 from webchat.registry.admin.html import badge
@@ -38,7 +39,7 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
     list_select_related = ("attacked_model", "source_message")
     audit_view = "curation: adversarial samples"
     audit_conversation = "source_message.conversation_id"
-    actions = ["approve", "reject"]
+    actions = ["approve", "approve_valid", "reject"]
     change_list_template = "admin/curation/adversarialsample/change_list.html"
     fields = (
         "status",
@@ -95,9 +96,9 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
     def training_dialogue(self, obj):
         return dialogue_html(obj.conversation())
 
-    @admin.display(description="reviewers")
+    @admin.display(description="reviewers' verdicts")
     def reviewer_names(self, obj):
-        return ", ".join(u.get_username() for u in obj.reviewers.all()) or "—"
+        return verdicts_html(obj)
 
     @admin.display(description="datasets")
     def in_datasets(self, obj):
@@ -109,11 +110,25 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
         except PermissionDenied as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        self.message_user(request, f"{n} sample(s) {status}.", messages.SUCCESS)
+        counts = dict(queryset.values_list("status").annotate(n=Count("id")).order_by())
+        self.message_user(
+            request,
+            f"Your verdict ({status}) recorded on {n} sample(s): now "
+            f"{counts.get(Review.APPROVED, 0)} approved, {counts.get(Review.PENDING, 0)} waiting "
+            f"for more approvals, {counts.get(Review.REJECTED, 0)} rejected.",
+            messages.SUCCESS,
+        )
 
     @admin.action(description="Approve selected samples", permissions=("review",))
     def approve(self, request, queryset):
         self._review(request, queryset, Review.APPROVED)
+
+    @admin.action(
+        description="Approve all valid ones among the selected (oracle verdict valid)",
+        permissions=("review",),
+    )
+    def approve_valid(self, request, queryset):
+        self._review(request, queryset.filter(valid=True), Review.APPROVED)
 
     @admin.action(description="Reject selected samples", permissions=("review",))
     def reject(self, request, queryset):
@@ -133,7 +148,7 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
         counts = dict(
             AdversarialSample.objects.values_list("status").annotate(n=Count("id")).order_by()
         )
-        extra_context = {**(extra_context or {}), "status_counts": counts}
+        extra_context = {**(extra_context or {}), "status_counts": counts, **review_context()}
         return super().changelist_view(request, extra_context)
 
     def generate_skills_view(self, request):

@@ -41,7 +41,7 @@ def metrics_table_html(versions) -> str:
 
 
 def gates_html(report: dict) -> str:
-    """A promotion-gate report (`selectors.promotion_gates`) as a verdict and one line a check."""
+    """A promotion-gate report (`gates.promotion_gates`) as a verdict and one line a check."""
     rows = format_html_join(
         "",
         "<li>{} {}: {}</li>",
@@ -80,4 +80,44 @@ def loss_curve_svg(points, width=640, height=200) -> str:
         f'<text x="{pad}" y="16" font-size="11">loss {y1:.3f}</text>'
         f'<text x="{pad}" y="{height - 8}" font-size="11">min {y0:.3f} · last {ys[-1]:.3f} '
         f"· {len(xs)} points</text></svg>"
+    )
+
+
+def dev_curve_svg(points, width=420, height=200) -> str:
+    """An inline SVG of a fine-tune's dev accuracy: [step, clean, robust or None] points, clean
+    in green and robust (under the dev perturbation) in orange, on a 0-100% axis."""
+    if not points:
+        return "<p>No dev evaluations (the run evaluates on the dev split every few steps).</p>"
+    pad = 30
+    steps = [p[0] for p in points]
+    x0, x1 = min(steps), max(steps)
+    sx = (width - 2 * pad) / max(1e-9, x1 - x0)
+    sy = height - 2 * pad  # accuracy 0..1 fills the plot's height
+
+    def line(index: int, colour: str) -> str:
+        coords = " ".join(
+            f"{pad + (p[0] - x0) * sx:.1f},{height - pad - float(p[index]) * sy:.1f}"
+            for p in points
+            if len(p) > index and p[index] is not None
+        )
+        if not coords:
+            return ""
+        return (
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>'
+            + "".join(
+                f'<circle r="2" fill="{colour}" cx="{c.split(",")[0]}" cy="{c.split(",")[1]}"/>'
+                for c in coords.split()
+            )
+        )
+
+    last = points[-1]
+    robust = "—" if len(last) < 3 or last[2] is None else f"{100 * last[2]:.1f}%"
+    return (
+        f'<svg class="dev-curve" width="{width}" height="{height}" role="img" '
+        f'aria-label="dev accuracy curve" style="background:#fff;border:1px solid #ddd">'
+        f"{line(1, '#10a37f')}{line(2, '#d97706')}"
+        f'<text x="{pad}" y="16" font-size="11">dev accuracy: clean (green), robust (orange)'
+        f"</text>"
+        f'<text x="{pad}" y="{height - 8}" font-size="11">step {last[0]}: clean '
+        f"{100 * last[1]:.1f}% · robust {robust} · {len(points)} evaluations</text></svg>"
     )

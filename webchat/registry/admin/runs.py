@@ -5,7 +5,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.safestring import mark_safe
 
-from webchat.registry.admin.html import loss_curve_svg, metrics_table_html
+from webchat.registry.admin.html import dev_curve_svg, loss_curve_svg, metrics_table_html
 from webchat.registry.admin.shapes import QueuedWorkAdmin
 from webchat.registry.models import TrainingRun
 from webchat.registry.selectors import comparison_versions
@@ -65,9 +65,11 @@ class TrainingRunAdmin(QueuedWorkAdmin):
             return "—"
         return metrics_table_html(comparison_versions(obj.output_model))
 
-    @admin.display(description="loss curve")
+    @admin.display(description="loss and dev curves")
     def loss_plot(self, obj):
-        return mark_safe(loss_curve_svg(obj.loss_curve or []))  # noqa: S308 - numbers only
+        curves = loss_curve_svg(obj.loss_curve or []) + dev_curve_svg(obj.dev_curve or [])
+        # numbers only: both SVGs are built from the run's floats
+        return mark_safe(f'<div style="display:flex;gap:1em;flex-wrap:wrap">{curves}</div>')  # noqa: S308
 
     def save_model(self, request, obj, form, change):
         if change:

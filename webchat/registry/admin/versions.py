@@ -11,8 +11,9 @@ from django.urls import path, reverse
 
 from webchat.registry.admin.html import badge, gates_html, metrics_table_html
 from webchat.registry.admin.imports import ModelImportViews
+from webchat.registry.gates import promotion_gates
 from webchat.registry.models import ModelVersion
-from webchat.registry.selectors import comparison_versions, directory_size, promotion_gates
+from webchat.registry.selectors import comparison_versions, directory_size
 from webchat.registry.services import (
     DELETE_PERMISSION,
     PROMOTE_PERMISSION,
