@@ -5,8 +5,8 @@ For each seed, from the default model (trained as the product trains it on first
 tasks the admin calls (eager: in this process, no separate training or evaluation code):
 
 1. generate adversarial samples from the skills training split against the active model
-   (``curation_job_start(kind="generate")``, the generation form's defaults: methods, word rate,
-   attack budget; ``--mine-n`` dialogues);
+   (``curation_job_start(kind="generate")``, the "Run a learning round now" page's defaults,
+   ROUND_DEFAULTS: methods mixed + attack, word rate, attack budget; ``--mine-n`` dialogues);
 2. approve every valid sample (the "approve all valid" bulk action, ``sample_review``);
 3. build a dataset with the build form's defaults (``curation_job_start(kind="build")``);
 4. fine-tune the active model with the fine-tune form's defaults (``training_run_start``; the
@@ -129,12 +129,13 @@ def _form_initial(form_class) -> dict:
 
 
 def _generate(active, mine_n: int, seed: int, verified: bool) -> dict:
-    """Step 1: samples against the active model (the generation form's defaults)."""
+    """Step 1: samples against the active model (the learning-round page's defaults)."""
     from webchat.curation.admin.forms import SkillsGenerateForm
     from webchat.curation.models import CurationJob, LoopSettings
-    from webchat.curation.services import curation_job_start
+    from webchat.curation.services import ROUND_DEFAULTS, curation_job_start
 
-    form = _form_initial(SkillsGenerateForm)
+    # "Run a learning round now": its defaults, else the generation form's
+    form = {**_form_initial(SkillsGenerateForm), **ROUND_DEFAULTS}
     methods = list(LoopSettings.load().mine_methods or form.get("methods") or ["mixed"])
     params = {
         "source": "skills",
