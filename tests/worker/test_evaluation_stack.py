@@ -82,3 +82,88 @@ def test_the_worker_stores_the_numbers_the_suite_computes(settings, tmp_path, te
     assert set(stored[TEST_PERTURBED]) == {"typo@0.2", "entity_typo@0.2"}
     assert len(stored[TEST_ADAPTIVE]["statuses"]) == 4
     assert stored[TEST_OOD]["n"] == 8
+
+
+def _narrow_fine_tune(parent, replay_share: float):
+    """A fine-tune of the parent from the admin's path on a narrow dataset (four "What is a
+    plus a?" samples and nothing else), with or without replaying the parent's dialogues."""
+    from webchat.curation.models import AdversarialSample
+    from webchat.curation.services import dataset_build
+    from webchat.registry.models import TrainingRun
+    from webchat.registry.services import training_run_start
+
+    AdversarialSample.objects.all().delete()
+    for a in range(2, 6):
+        AdversarialSample.objects.create(
+            origin="skills", original_text=f"What is {a} plus {a}?",
+            perturbed_text=f"Waht is {a} plus {a}?", target_reply=f"{2 * a}.", method="typo",
+            valid=True, status="approved",
+        )  # fmt: skip
+    dataset = dataset_build(name=f"narrow{int(replay_share * 10)}", clean_records=[])
+    hp = {
+        "max_steps": 40, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2, "batch_size": 8,
+        "seq_len": 128, "select_on_dev": False, "replay_share": replay_share,
+        "replay_data": ["skills:test"] if replay_share else [], "skills_n": 8,
+    }  # fmt: skip
+    return training_run_start(
+        kind=TrainingRun.Kind.SFT, base_model=parent, dataset=dataset, hyperparameters=hp
+    )
+
+
+def _finished(run):
+    run.refresh_from_db()
+    assert run.status == "done", run.error
+    return run.output_model
+
+
+@pytest.mark.slow  # two fine-tunes and four evaluations of a tiny model
+def test_a_fine_tune_without_replay_on_a_narrow_dataset_is_refused_with_the_interval_shown(
+    settings, tmp_path, test_split_model, django_capture_on_commit_callbacks
+):
+    from modeling.checkpoint import model_info
+    from webchat.registry.gates import promotion_gates
+    from webchat.registry.models import PromotionRecord
+    from webchat.registry.services import (
+        PromotionRefused,
+        model_version_activate,
+        model_version_promote,
+    )
+    from worker.app import app
+
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.DATASETS_DIR = tmp_path / "datasets"
+    PromotionPolicy.objects.update_or_create(
+        pk=1, defaults={**SETTINGS, "require_lower_adaptive_asr": False}
+    )
+    parent = model_version_activate(
+        version=model_version_register(
+            name="parent", path=str(test_split_model), info=model_info(test_split_model)
+        )
+    )
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            forgetful = _narrow_fine_tune(parent, 0.0)
+        forgetful = _finished(forgetful)
+        with django_capture_on_commit_callbacks(execute=True):
+            replayed = _narrow_fine_tune(parent, 0.5)
+        replayed = _finished(replayed)
+    finally:
+        app.conf.task_always_eager = False
+
+    report = promotion_gates(candidate=forgetful, active=parent)
+    clean = next(c for c in report["checks"] if c["name"] == "clean accuracy")
+    assert not clean["passed"]
+    assert clean["interval"]["high"] < 0  # the whole interval lies below the parent
+    assert "interval" in clean["detail"]
+    with pytest.raises(PromotionRefused, match="clean accuracy"):
+        model_version_promote(version=forgetful)
+    refused = PromotionRecord.objects.get(version=forgetful)
+    assert refused.action == "refused"
+    assert "interval" in json.dumps(refused.gates)
+    # the same fine-tune replaying the parent's dialogues keeps them
+    kept = next(
+        c for c in promotion_gates(candidate=replayed, active=parent)["checks"]
+        if c["name"] == "clean accuracy"
+    )  # fmt: skip
+    assert kept["passed"], kept["detail"]
