@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from webchat import metrics, turnlog
 from webchat.chat import jsoninput, selectors, services, sockets
 from webchat.chat.deltas import APPLIED, GAP, StreamedText
 from webchat.chat.markdown import render_markdown
@@ -61,12 +62,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         self.guard = asyncio.ensure_future(self.recheck_session())
+        metrics.websocket_opened(self)
         await self.send_frame({"type": "hello", "user": user.get_username()})
 
     async def disconnect(self, code):
         guard = getattr(self, "guard", None)
         if guard is not None:
             guard.cancel()
+        metrics.websocket_closed(self)
         if getattr(self, "conversation_id", None) is not None:
             await self.channel_layer.group_discard(
                 group_name(self.conversation_id), self.channel_name
@@ -100,6 +103,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None):
+        turnlog.bind(None)  # a frame's log lines name the reply it is about, not the last one
         ref = None
         try:
             wait = self.frame_rate.take()
@@ -266,6 +270,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def start_turn(self, ref, service, **fields) -> None:
         """Run a turn service (send, regenerate, edit) and tell the client what it queued."""
         turn = await db(service)(user=self.user, **fields)
+        turnlog.bind(turn.assistant_message.pk)
         await self.watch(turn.conversation.pk)
         # Read after joining: the worker may already have streamed into the reply.
         reply = await db(selectors.message_snapshot)(

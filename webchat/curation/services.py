@@ -311,14 +311,24 @@ def dataset_build(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"v{version}.jsonl"
     records = [s.training_record() for s in samples] + list(clean_records)
+    # Written beside its name and linked in only when complete: a full disk leaves no half
+    # snapshot behind (and no name a retry would then refuse as taken).
+    partial = directory / f".v{version}.jsonl.partial-{os.getpid()}"
     try:
-        with open(path, "x", encoding="utf-8") as f:  # "x": never overwrite a snapshot
+        with open(partial, "w", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(partial, path)  # fails if the name exists: a snapshot is never overwritten
     except FileExistsError as exc:
         raise CurationError(
             f"{path} already exists; a dataset snapshot is never rewritten"
         ) from exc
+    except OSError as exc:
+        raise CurationError(f"could not write dataset {path}: {exc.strerror or exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
     os.chmod(path, 0o444)
     counts = {
         "records": len(records),

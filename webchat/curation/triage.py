@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from modeling.skills import answer_for, is_correct, parse_user_turn
+from modeling.skills import INTENTS, answer_for, is_correct, parse_user_turn
 from webchat.chat.models import Message
 from webchat.curation.selectors import flagged_feedback
 
@@ -99,7 +99,8 @@ def _contexts(turn_ids: set[int], conversation_ids: set[int]) -> dict[int, list[
 
 def _group_of(text: str, parse, by: str) -> tuple[str, str, str, str | None]:
     """(key, family, question, expected) of one user turn and the oracle's parse of it."""
-    if parse is None:
+    # chit-chat and out-of-scope requests have no slots: their words tell the turns apart
+    if parse is None or (parse.task in INTENTS and by != "intent"):
         key = text_key(text)
         return f"text:{key}", "", key or "(empty)", None
     if by == "intent":

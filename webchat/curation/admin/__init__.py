@@ -17,6 +17,7 @@ from webchat.curation.admin.jobs import CurationJobAdmin
 from webchat.curation.admin.loop import LoopSettingsAdmin
 from webchat.curation.admin.reviews import ReviewPolicyAdmin
 from webchat.curation.admin.samples import AdversarialSampleAdmin
+from webchat.curation.admin.schedules import GuardedPeriodicTaskAdmin
 
 __all__ = [
     "GENERATION_METHODS",
@@ -28,6 +29,7 @@ __all__ = [
     "DatasetAdmin",
     "FineTuneForm",
     "FlaggedTurnAdmin",
+    "GuardedPeriodicTaskAdmin",
     "LoopSettingsAdmin",
     "ReviewPolicyAdmin",
     "SkillsGenerateForm",

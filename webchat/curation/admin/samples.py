@@ -11,6 +11,7 @@ from webchat.curation.admin.forms import SkillsGenerateForm, job_form_view
 from webchat.curation.admin.html import dialogue_html, short
 from webchat.curation.admin.reviews import review_context, verdicts_html
 from webchat.curation.models import AdversarialSample
+from webchat.curation.selectors import samples_consented
 from webchat.curation.services import REVIEW_PERMISSION, sample_review
 from webchat.registry.admin.html import badge
 
@@ -76,6 +77,9 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
 
     def has_add_permission(self, request):
         return False  # samples come from generation jobs and corrections
+
+    def get_queryset(self, request):
+        return samples_consented(super().get_queryset(request))
 
     def has_review_permission(self, request):
         return request.user.has_perm(REVIEW_PERMISSION)
@@ -145,9 +149,7 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
         ]
 
     def changelist_view(self, request, extra_context=None):
-        counts = dict(
-            AdversarialSample.objects.values_list("status").annotate(n=Count("id")).order_by()
-        )
+        counts = dict(samples_consented().values_list("status").annotate(n=Count("id")).order_by())
         extra_context = {**(extra_context or {}), "status_counts": counts, **review_context()}
         return super().changelist_view(request, extra_context)
 
