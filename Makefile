@@ -34,7 +34,7 @@ run: install ## set up and start the whole site on the embedded default (SQLite,
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py bootstrap --url http://$(HOST):$(PORT)/
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) webchat.asgi:application
+	$(PY) -m webchat.server -b $(HOST) -p $(PORT)
 
 worker: install ## start a separate Celery worker for all queues (needs REDIS_URL)
 	$(VENV)/bin/celery -A worker.app worker -Q gpu,train,cpu --pool threads --concurrency 8 -l INFO

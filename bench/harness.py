@@ -24,11 +24,11 @@ def free_port() -> int:
 
 
 def start_daphne(port: int, env: dict, log) -> subprocess.Popen:
-    """The site's real ASGI server, `daphne webchat.asgi:application` on 127.0.0.1:port, run
-    from the repository root with `env`; its output goes to the open file `log`."""
+    """The site's real ASGI server as production runs it, `python -m webchat.server` (daphne
+    with the site's websocket limits) on 127.0.0.1:port, run from the repository root with
+    `env`; its output goes to the open file `log`."""
     return subprocess.Popen(  # noqa: S603 - our own fixed command line, no shell
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-        + ["webchat.asgi:application"],
+        [sys.executable, "-m", "webchat.server", "-b", "127.0.0.1", "-p", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,

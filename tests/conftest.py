@@ -33,6 +33,29 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         database.setdefault("TEST", {})["NAME"] = str(name)
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Every test starts with full token buckets (login, signup and chat requests share one
+    client address and, with REDIS_URL, one Redis) and no open sockets counted: a store of
+    its own per test."""
+    import uuid
+
+    from django.conf import settings
+
+    from webchat.chat import ratelimit, sockets
+
+    ratelimit._bucket = ratelimit.TokenBucket(
+        settings.REDIS_URL or None, prefix=f"webchat:test-ratelimit:{uuid.uuid4().hex}:"
+    )
+    # Open-socket counts too: user ids repeat from test to test.
+    sockets._count = sockets.SocketCount(
+        settings.REDIS_URL or None, prefix=f"webchat:test-sockets:{uuid.uuid4().hex}:"
+    )
+    yield
+    ratelimit._bucket = None
+    sockets._count = None
+
+
 def _service_missing(what: str) -> None:
     # CI sets WEBCHAT_REQUIRE_SERVICES=1 so a missing service fails loudly instead of skipping.
     if REQUIRE_SERVICES:

@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "webchat.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "webchat.urls"
@@ -202,8 +203,11 @@ STORAGES = {
 }
 
 # --- production hardening -------------------------------------------------------------------
-# Behind a TLS-terminating reverse proxy: trust its X-Forwarded-Proto header.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto itself may the header
+# be trusted: with daphne exposed directly, any client could claim its request came over HTTPS.
+BEHIND_PROXY = env.bool("WEBCHAT_BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -256,10 +260,23 @@ WEBCHAT = {
     "RATE_LIMIT_PER_MINUTE": env.int("WEBCHAT_RATE_LIMIT_PER_MINUTE", default=20),
     "MAX_TOKENS_PER_REPLY": env.int("WEBCHAT_MAX_TOKENS_PER_REPLY", default=1024),
     "HEARTBEAT_TIMEOUT_S": env.int("WEBCHAT_HEARTBEAT_TIMEOUT_S", default=30),
+    # Messages per page of a conversation's history (the page asks for older pages).
+    "HISTORY_PAGE": env.int("WEBCHAT_HISTORY_PAGE", default=500),
+    # Login attempts per minute per client address and per username; signups per address.
+    "LOGIN_ATTEMPTS_PER_MINUTE": env.int("WEBCHAT_LOGIN_ATTEMPTS_PER_MINUTE", default=10),
+    "SIGNUPS_PER_MINUTE": env.int("WEBCHAT_SIGNUPS_PER_MINUTE", default=3),
+    # Open chat sockets per user, and frames per second one socket may send (a burst of
+    # twice that is fine).
+    "MAX_SOCKETS_PER_USER": env.int("WEBCHAT_MAX_SOCKETS_PER_USER", default=8),
+    "MAX_FRAMES_PER_SECOND": env.int("WEBCHAT_MAX_FRAMES_PER_SECOND", default=10),
     # A queued reply nobody claimed is re-dispatched after UNCLAIMED_GRACE_S and marked
     # interrupted after QUEUED_TIMEOUT_S (webchat.chat.replies, worker.claims).
     "UNCLAIMED_GRACE_S": env.int("WEBCHAT_UNCLAIMED_GRACE_S", default=10),
     "QUEUED_TIMEOUT_S": env.int("WEBCHAT_QUEUED_TIMEOUT_S", default=300),
 }
+# daphne's own websocket limits (runserver reads these; `python -m webchat.server` passes them
+# to daphne): a frame over the limit is refused by the protocol before it is buffered.
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = WEBCHAT["MAX_FRAME_BYTES"]
+DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = WEBCHAT["MAX_FRAME_BYTES"]
 # GET /metrics answers a staff session, or this bearer token when set (webchat.metrics).
 WEBCHAT_METRICS_TOKEN = env("WEBCHAT_METRICS_TOKEN", default="")

@@ -6,7 +6,7 @@ import secrets
 from django.utils import timezone
 
 from webchat.accounts.models import ApiKey, Profile
-from webchat.chat.validation import ChatInputError
+from webchat.chat.validation import ID_MAX, ChatInputError, validate_text
 
 API_KEY_PREFIX = "wc-"
 
@@ -31,15 +31,18 @@ def _hash_key(raw: str) -> str:
 
 def api_key_create(*, user, name: str = "") -> tuple[ApiKey, str]:
     """A new API key. Returns the row and the key itself, which is never stored or shown again."""
+    name = validate_text(name or "", field="name", max_chars=100, allow_empty=True)
     raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(
-        user=user, name=(name or "")[:100], prefix=raw[:10], key_hash=_hash_key(raw)
-    )
+    key = ApiKey.objects.create(user=user, name=name, prefix=raw[:10], key_hash=_hash_key(raw))
     return key, raw
 
 
 def api_key_revoke(*, user, key_id) -> None:
     """Revoke one of the user's keys; ChatInputError "not_found" for any other id."""
+    if isinstance(key_id, str) and key_id.isascii() and key_id.isdigit() and len(key_id) < 19:
+        key_id = int(key_id)
+    if isinstance(key_id, bool) or not isinstance(key_id, int) or not 0 < key_id <= ID_MAX:
+        raise ChatInputError("not_found", "No such API key.")
     updated = ApiKey.objects.filter(pk=key_id, user=user, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )

@@ -38,11 +38,28 @@ def completion_request(body: dict) -> CompletionRequest:
     Raises:
         ChatInputError: "out_of_range" or "invalid" for what we do not support or cannot read.
     """
-    stream = bool(body.get("stream"))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    stream = _flag(body.get("stream"), "stream")
+    options = body.get("stream_options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ChatInputError(
+            "invalid", "stream_options must be an object or null.", field="stream_options"
+        )
+    include_usage = _flag(options.get("include_usage"), "stream_options.include_usage")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ChatInputError("invalid", "model must be a string.", field="model")
     params = sampling_params(body)
     system_prompt, turns = chat_messages(body.get("messages"))
-    return CompletionRequest(system_prompt, turns, params, body.get("model"), stream, include_usage)
+    return CompletionRequest(system_prompt, turns, params, model, stream, include_usage)
+
+
+def _flag(value, field: str) -> bool:
+    """An optional boolean field: true, false or null ("false" as a string is not false)."""
+    if value is not None and not isinstance(value, bool):
+        raise ChatInputError("invalid", f"{field} must be true, false or null.", field=field)
+    return bool(value)
 
 
 def sampling_params(body: dict) -> dict:
@@ -69,9 +86,17 @@ def sampling_params(body: dict) -> dict:
 
 def _text(content, field: str) -> str:
     if isinstance(content, list):  # the content-parts form: keep its text parts
-        content = "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text":
+                continue
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise ChatInputError(
+                    "invalid", f"{field}[{j}].text must be a string.", field=f"{field}[{j}].text"
+                )
+            texts.append(text)
+        content = "".join(texts)
     return validate_text(content, field=field, allow_empty=True)
 
 

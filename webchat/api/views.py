@@ -15,12 +15,14 @@ import time
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from webchat.accounts.services import api_key_authenticate
 from webchat.api import parsing
-from webchat.chat import selectors, services
+from webchat.chat import jsoninput, selectors, services
 from webchat.chat.deltas import GAP, STALE, StreamedText
 from webchat.chat.models import FINAL_STATUSES, Message
 from webchat.chat.replies import group_name
@@ -58,7 +60,7 @@ def _error(status: int, message: str, code: str, param: str | None = None, heade
 
 def _input_error(exc: ChatInputError):
     headers = {}
-    if exc.code == "rate_limited":
+    if exc.code == "rate_limited" and "retry_after" in exc.extra:
         headers["Retry-After"] = str(max(1, round(exc.extra.get("retry_after", 1))))
     return _error(STATUS.get(exc.code, 400), exc.detail, exc.code, exc.extra.get("field"), headers)
 
@@ -113,12 +115,14 @@ async def chat_completions(request):
     if user is None:
         return _unauthorized()
     try:
-        body = json.loads(request.body or b"{}")
-        if not isinstance(body, dict):
-            raise ValueError
-    except ValueError:
-        return _error(400, "The request body must be a JSON object.", "bad_json")
+        raw = request.body
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _error(413, f"The request body is larger than {limit} bytes.", "too_large")
     try:
+        body = jsoninput.loads(raw or b"{}")
+        if not isinstance(body, dict):
+            raise ChatInputError("bad_json", "The request body must be a JSON object.")
         completion = parsing.completion_request(body)
         turn = await db(services.completion_create)(
             user=user,

@@ -7,5 +7,7 @@ class ChatConfig(AppConfig):
 
     def ready(self):
         from webchat import startup
+        from webchat.chat import signals
 
+        signals.connect()
         startup.register()

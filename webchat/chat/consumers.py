@@ -6,22 +6,29 @@ exactly once: deltas numbered at or below what the snapshot already contains are
 Replies are rendered to sanitised HTML on the server; the page never turns model text into HTML.
 """
 
+import asyncio
 import json
 import logging
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from webchat import metrics, turnlog
-from webchat.chat import selectors, services
+from webchat.chat import jsoninput, selectors, services, sockets
 from webchat.chat.deltas import APPLIED, GAP, StreamedText
 from webchat.chat.markdown import render_markdown
+from webchat.chat.markdown_stream import MarkdownStream
 from webchat.chat.replies import group_name
 from webchat.chat.validation import ChatInputError, limits, validate_id
 
 log = logging.getLogger(__name__)
 
 db = database_sync_to_async
+sync = sync_to_async  # Redis calls of the socket count, off the event loop
+# Refused frames in a row before a flooding socket is closed rather than answered.
+FLOOD_CLOSE_AFTER = 50
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -36,16 +43,62 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # conversation (snapshot plus deltas), so deltas can be deduplicated and the whole
         # reply re-rendered to HTML.
         self.streams: dict[int, StreamedText] = {}
+        # message id -> the reply's HTML as built for this client, block by block, once it
+        # streams (webchat.chat.markdown_stream).
+        self.renders: dict[int, MarkdownStream] = {}
+        self.frame_rate = sockets.FrameRate(settings.WEBCHAT["MAX_FRAMES_PER_SECOND"])
+        session = self.scope.get("session")
+        self.session_key = getattr(session, "session_key", None)
+        self.counted = await sync(sockets.socket_count().add)(
+            user.pk, self.channel_name, settings.WEBCHAT["MAX_SOCKETS_PER_USER"]
+        )
+        if not self.counted:
+            await self.close(code=sockets.CLOSE_TOO_MANY)
+            return
+        self.auth_groups = [sockets.user_group(user.pk)]
+        if self.session_key:
+            self.auth_groups.append(sockets.session_group(self.session_key))
+        for group in self.auth_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        self.guard = asyncio.ensure_future(self.recheck_session())
         metrics.websocket_opened(self)
         await self.send_frame({"type": "hello", "user": user.get_username()})
 
     async def disconnect(self, code):
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.cancel()
         metrics.websocket_closed(self)
         if getattr(self, "conversation_id", None) is not None:
             await self.channel_layer.group_discard(
                 group_name(self.conversation_id), self.channel_name
             )
+        for group in getattr(self, "auth_groups", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if getattr(self, "counted", False):
+            await sync(sockets.socket_count().remove)(self.user.pk, self.channel_name)
+
+    async def recheck_session(self) -> None:
+        """Every AUTH_RECHECK_S: close the socket once its session no longer logs this user in
+        (what no signal reports), and tell the socket count this socket is alive."""
+        while True:
+            await asyncio.sleep(sockets.AUTH_RECHECK_S)
+            try:
+                valid = await db(sockets.session_still_valid)(
+                    user_id=self.user.pk, session_key=self.session_key
+                )
+                await sync(sockets.socket_count().touch)(self.user.pk, self.channel_name)
+            except Exception:  # a database or Redis hiccup: check again next time
+                log.exception("session re-check failed for user %s", self.user.pk)
+                continue
+            if not valid:
+                await self.close(code=sockets.CLOSE_SIGNED_OUT)
+                return
+
+    async def chat_signed_out(self, event):
+        """The session logged out or the account was deactivated (webchat.chat.signals)."""
+        await self.close(code=sockets.CLOSE_SIGNED_OUT)
 
     # --- client frames ----------------------------------------------------------------------
 
@@ -53,6 +106,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         turnlog.bind(None)  # a frame's log lines name the reply it is about, not the last one
         ref = None
         try:
+            wait = self.frame_rate.take()
+            if wait:
+                if self.frame_rate.refused_in_a_row > FLOOD_CLOSE_AFTER:
+                    await self.close(code=sockets.CLOSE_TOO_MANY)
+                    return
+                raise ChatInputError(
+                    "rate_limited",
+                    f"Too many frames: at most {self.frame_rate.rate:g} a second. "
+                    "This one was dropped.",
+                    retry_after=round(wait, 2),
+                )
             frame = self.parse(text_data, bytes_data)
             ref = frame.get("id") if isinstance(frame.get("id"), str | int) else None
             kind = frame.get("type")
@@ -80,10 +144,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         max_bytes = limits()["max_frame_bytes"]
         if len(text_data) > max_bytes or len(text_data.encode()) > max_bytes:
             raise ChatInputError("too_large", f"The frame is larger than {max_bytes} bytes.")
-        try:
-            frame = json.loads(text_data)
-        except ValueError:
-            raise ChatInputError("bad_json", "The frame is not valid JSON.") from None
+        frame = jsoninput.loads(text_data)
         if not isinstance(frame, dict):
             raise ChatInputError("bad_frame", "A frame must be a JSON object with a 'type'.")
         return frame
@@ -101,6 +162,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for message in snapshot["messages"]:
             self.remember(message)
         await self.send_frame({"type": "conversation", "ref": ref, **snapshot})
+
+    async def on_history(self, frame, ref):
+        """An older page of the watched conversation's messages (before a message id)."""
+        conversation_id = validate_id(frame.get("conversation_id"), "conversation_id")
+        before = validate_id(frame.get("before"), "before")
+        page = await db(selectors.conversation_snapshot)(
+            user=self.user, conversation_id=conversation_id, before=before
+        )
+        if conversation_id == self.conversation_id:
+            for message in page["messages"]:
+                self.remember(message)
+        await self.send_frame(
+            {
+                "type": "history",
+                "ref": ref,
+                "conversation_id": conversation_id,
+                "messages": page["messages"],
+                "more_before": page["more_before"],
+            }
+        )
 
     async def on_unsubscribe(self, frame, ref):
         await self.watch(None)
@@ -177,12 +258,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         self.conversation_id = conversation_id
         self.streams = {}
+        self.renders = {}
         if conversation_id is not None:
             await self.channel_layer.group_add(group_name(conversation_id), self.channel_name)
 
     def remember(self, message: dict) -> None:
         if message["role"] == "assistant":
             self.streams[message["id"]] = StreamedText(message["last_seq"], message["content"])
+            self.renders.pop(message["id"], None)  # the client now has a whole-reply render
 
     async def start_turn(self, ref, service, **fields) -> None:
         """Run a turn service (send, regenerate, edit) and tell the client what it queued."""
@@ -247,13 +330,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if verdict != APPLIED:
             return  # already in the snapshot this client has
+        render = self.renders.get(message_id)
+        if render is None:
+            render = MarkdownStream(state.text[: len(state.text) - len(event["text"])])
+            self.renders[message_id] = render
         await self.send_frame(
             {
                 "type": "delta",
                 "message_id": message_id,
                 "seq": seq,
                 "text": event["text"],
-                "html": render_markdown(state.text),
+                **render.update(event["text"]),
             }
         )
 
@@ -278,6 +365,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message_id not in self.streams and not await self.adopt(message_id):
             return
         self.streams[message_id] = StreamedText(event["last_seq"], event["content"])
+        self.renders.pop(message_id, None)
         await self.send_frame(
             {
                 "type": "done",
@@ -302,6 +390,7 @@ def required(frame: dict, field: str):
 HANDLERS = {
     "ping": ChatConsumer.on_ping,
     "subscribe": ChatConsumer.on_subscribe,
+    "history": ChatConsumer.on_history,
     "unsubscribe": ChatConsumer.on_unsubscribe,
     "send": ChatConsumer.on_send,
     "regenerate": ChatConsumer.on_regenerate,

@@ -60,6 +60,12 @@ class Message(models.Model):
     last_seq = models.IntegerField(default=0, help_text="Last stream sequence number saved.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # An assistant turn the HTTP API's caller wrote into its request's history: no model of
+    # ours said it, so curation must never treat it as model output.
+    client_supplied = models.BooleanField(
+        default=False,
+        help_text="Written by the API caller in the request's history, not by a model.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -24,6 +24,8 @@ class Decision:
     remaining: float
 
     def message(self) -> str:
+        if math.isinf(self.retry_after):
+            return "This account may not send requests (its rate limit is 0 per minute)."
         seconds = max(1, math.ceil(self.retry_after))
         return (
             f"You are sending requests too quickly. Try again in {seconds} second"
@@ -69,7 +71,9 @@ class TokenBucket:
         self._script = None
 
     def take(self, key, rate_per_minute: float, now: float | None = None) -> Decision:
-        """Take one token from `key`'s bucket of size `rate_per_minute`."""
+        """Take one token from `key`'s bucket of size `rate_per_minute` (0: never allowed)."""
+        if rate_per_minute <= 0:
+            return Decision(False, math.inf, 0.0)
         capacity = max(1.0, float(rate_per_minute))
         refill = capacity / 60.0
         if self.redis_url:
@@ -123,10 +127,11 @@ def bucket() -> TokenBucket:
 
 
 def user_rate(user) -> int:
-    """Requests per minute allowed to this user (their profile's override or the site default)."""
+    """Requests per minute allowed to this user: their profile's override (0 blocks them) or,
+    when it is empty, the site default."""
     profile = getattr(user, "profile", None)
     rate = getattr(profile, "rate_limit_per_minute", None)
-    return int(rate) if rate else limits()["rate_limit_per_minute"]
+    return int(rate) if rate is not None else limits()["rate_limit_per_minute"]
 
 
 def ratelimit_take(*, user) -> Decision:

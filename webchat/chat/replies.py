@@ -16,7 +16,7 @@ from datetime import timedelta
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -97,10 +97,15 @@ PUSH_TIMEOUT_S = 5.0
 
 def push(conversation_id: int, event: dict) -> None:
     """Send an event to every socket watching the conversation (best effort: the row is truth)."""
+    push_group(group_name(conversation_id), event)
+
+
+def push_group(group: str, event: dict) -> None:
+    """Send an event to a channel group from synchronous code (best effort)."""
     layer = get_channel_layer()
     if layer is None:
         return
-    coro_factory = lambda: layer.group_send(group_name(conversation_id), event)
+    coro_factory = lambda: layer.group_send(group, event)
     try:
         loop = SERVER_LOOP
         if loop is not None and loop.is_running() and not settings.REDIS_URL:
@@ -109,9 +114,9 @@ def push(conversation_id: int, event: dict) -> None:
         elif type(layer).__module__.startswith("channels_redis"):
             _push_redis(coro_factory)
         else:
-            async_to_sync(layer.group_send)(group_name(conversation_id), event)
+            async_to_sync(layer.group_send)(group, event)
     except Exception:  # a push failure must never fail the generation: the row is saved
-        log.exception("push to conversation %s failed", conversation_id)
+        log.exception("push to group %s failed", group)
 
 
 def _push_redis(coro_factory) -> None:
@@ -286,25 +291,41 @@ def messages_reap_interrupted(
     return reaped
 
 
+# The branch from the root down to a message, in one query: a recursive walk up the parents.
+# MAX_BRANCH bounds the walk (a branch is never near that long; it guards against a cycle).
+MAX_BRANCH = 100_000
+_BRANCH_SQL = """
+WITH RECURSIVE branch(id, parent_id, depth) AS (
+    SELECT id, parent_id, 0 FROM {table} WHERE id = %s
+    UNION ALL
+    SELECT m.id, m.parent_id, b.depth + 1
+    FROM {table} m JOIN branch b ON m.id = b.parent_id
+    WHERE b.depth < %s
+)
+SELECT m.id, m.role, m.content FROM {table} m JOIN branch b ON m.id = b.id
+WHERE b.depth > 0
+ORDER BY b.depth DESC
+"""
+
+
 def conversation_context(*, message: Message) -> list[dict]:
     """The branch that leads to an assistant message, as chat messages for the model: the
-    system prompt, then the user/assistant turns from the root down to the message's parent."""
-    path = []
-    node = message.parent
-    while node is not None:
-        path.append(node)
-        node = node.parent
-    path.reverse()
+    system prompt, then the user/assistant turns from the root down to the message's parent.
+    One query, however long the branch (the conversation comes with `message`)."""
+    sql = _BRANCH_SQL.format(table=connection.ops.quote_name(Message._meta.db_table))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [message.pk, MAX_BRANCH])
+        path = cursor.fetchall()
     turns: list[dict] = []
     system = message.conversation.system_prompt.strip()
     if system:
         turns.append({"role": "system", "content": system})
-    for m in path:
-        if m.role == Message.Role.ASSISTANT and not m.content:
+    for _pk, role, content in path:
+        if role == Message.Role.ASSISTANT and not content:
             continue  # a failed/empty reply is not context
-        if turns and turns[-1]["role"] == m.role:
+        if turns and turns[-1]["role"] == role:
             # Two turns of one role in a row (an empty reply was skipped): keep the latest.
-            turns[-1] = {"role": m.role, "content": m.content}
+            turns[-1] = {"role": role, "content": content}
         else:
-            turns.append({"role": m.role, "content": m.content})
+            turns.append({"role": role, "content": content})
     return turns

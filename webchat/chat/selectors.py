@@ -3,6 +3,7 @@
 import json
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -110,22 +111,33 @@ def message_snapshot(*, user, message_id) -> dict:
     return message_data(message, feedback)
 
 
-def _feedback_by_message(*, conversation: Conversation, user) -> dict[int, Feedback]:
-    """The user's feedback on the conversation's messages, by message id."""
-    return {
-        f.message_id: f
-        for f in Feedback.objects.filter(message__conversation=conversation, user=user)
-    }
+def _feedback_by_message(*, conversation: Conversation, user, ids=None) -> dict[int, Feedback]:
+    """The user's feedback on the conversation's messages (or on those of `ids`), by id."""
+    rows = Feedback.objects.filter(message__conversation=conversation, user=user)
+    if ids is not None:
+        rows = rows.filter(message_id__in=list(ids))
+    return {f.message_id: f for f in rows}
 
 
-def conversation_snapshot(*, user, conversation_id) -> dict:
-    """The whole conversation tree (every branch) as the page needs it."""
+def conversation_snapshot(*, user, conversation_id, before=None, limit=None) -> dict:
+    """A page of the conversation tree (every branch) as the page needs it: the `limit` newest
+    messages (settings.WEBCHAT["HISTORY_PAGE"]), or those older than the message `before`, in id
+    order. `more_before` is the id to ask the next older page with (None: this is the first)."""
     conversation = conversation_get(user=user, conversation_id=conversation_id)
-    messages = list(conversation.messages.select_related("model_version").order_by("pk"))
-    feedback = _feedback_by_message(conversation=conversation, user=user)
+    limit = limit or settings.WEBCHAT["HISTORY_PAGE"]
+    rows = conversation.messages.select_related("model_version")
+    if before is not None:
+        rows = rows.filter(pk__lt=before)
+    page = list(rows.order_by("-pk")[: limit + 1])
+    more = len(page) > limit
+    messages = page[:limit][::-1]
+    feedback = _feedback_by_message(
+        conversation=conversation, user=user, ids=[m.pk for m in messages]
+    )
     return {
         "conversation": conversation_meta(conversation),
         "messages": [message_data(m, feedback.get(m.pk)) for m in messages],
+        "more_before": messages[0].pk if more else None,
     }
 
 
@@ -189,6 +201,7 @@ def conversation_export(*, user, conversation_id) -> dict:
             "status": m.status,
             "created_at": m.created_at.isoformat(),
             "params": m.params,
+            "client_supplied": m.client_supplied,
             "prompt_tokens": m.prompt_tokens,
             "completion_tokens": m.completion_tokens,
             "feedback": feedback_data(feedback.get(m.pk)),

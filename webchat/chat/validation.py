@@ -5,6 +5,8 @@ Every limit here is enforced on the server; the settings panel only mirrors the 
 same answer as the page.
 """
 
+import math
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -42,6 +44,9 @@ PARAMS: dict[str, NumberRange] = {
     "length_penalty": NumberRange(float, 0.0, 3.0, 1.0, "Length penalty"),
 }
 SEED_MAX = 2**31 - 1
+ID_MAX = 2**63 - 1  # the largest primary key a database column holds
+# NUL is refused by PostgreSQL text columns; a lone surrogate cannot be encoded to UTF-8.
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
 def limits() -> dict:
@@ -104,7 +109,8 @@ def param_ranges(max_tokens: int | None = None, model_defaults: dict | None = No
 def _number(name: str, value, spec: NumberRange, high: float):
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ChatInputError("invalid", f"{spec.label} ({name}) must be a number.", field=name)
-    if spec.kind is int and float(value) != int(value):
+    # Ints compare exactly with floats in Python at any size; float(value) would overflow.
+    if spec.kind is int and isinstance(value, float) and not value.is_integer():
         raise ChatInputError(
             "invalid", f"{spec.label} ({name}) must be a whole number.", field=name
         )
@@ -119,7 +125,11 @@ def _number(name: str, value, spec: NumberRange, high: float):
 
 
 def _fmt(x) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    if isinstance(x, int):
+        return str(x) if abs(x) < 10**12 else f"a {len(str(abs(x)))}-digit number"
+    if not math.isfinite(x):
+        return str(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e12 else f"{x:g}"
 
 
 def validate_params(raw, *, max_tokens: int, model_defaults: dict | None = None) -> dict:
@@ -163,7 +173,9 @@ def validate_params(raw, *, max_tokens: int, model_defaults: dict | None = None)
             raise ChatInputError("invalid", "seed must be a whole number or null.", field="seed")
         if not 0 <= seed <= SEED_MAX:
             raise ChatInputError(
-                "out_of_range", f"seed must be between 0 and {SEED_MAX}; got {seed}.", field="seed"
+                "out_of_range",
+                f"seed must be between 0 and {SEED_MAX}; got {_fmt(seed)}.",
+                field="seed",
             )
     out["seed"] = seed
     do_sample = raw.get("do_sample")
@@ -182,19 +194,32 @@ def validate_params(raw, *, max_tokens: int, model_defaults: dict | None = None)
     return out
 
 
+def unusable_chars(value: str) -> str:
+    """What in `value` no column can store ("" when nothing): NUL or a lone surrogate."""
+    bad = _BAD_CHARS.search(value)
+    if bad is None:
+        return ""
+    return "a NUL character" if bad.group() == "\x00" else "invalid Unicode (a lone surrogate)"
+
+
 def validate_text(
     value, *, field: str = "text", max_chars: int | None = None, allow_empty: bool = False
 ) -> str:
     """A user-supplied string within its size limit.
 
     Raises:
-        ChatInputError: code "missing_field", "invalid", "empty" or "too_long".
+        ChatInputError: code "missing_field", "invalid" (not a string, or NUL or a lone
+            surrogate in it), "empty" or "too_long".
     """
     if value is None:
         raise ChatInputError("missing_field", f"The field '{field}' is required.", field=field)
     if not isinstance(value, str):
         raise ChatInputError("invalid", f"The field '{field}' must be a string.", field=field)
     max_chars = max_chars or limits()["max_message_chars"]
+    bad = unusable_chars(value)
+    if bad:
+        label = field.replace("_", " ")
+        raise ChatInputError("invalid", f"The {label} contains {bad}.", field=field)
     if len(value) > max_chars:
         raise ChatInputError(
             "too_long",
@@ -210,6 +235,6 @@ def validate_text(
 def validate_id(value, field: str) -> int:
     if value is None:
         raise ChatInputError("missing_field", f"The field '{field}' is required.", field=field)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= ID_MAX:
         raise ChatInputError("invalid", f"The field '{field}' must be a positive id.", field=field)
     return value

@@ -5,30 +5,28 @@ sidebar's JSON endpoints, exports and the settings page.
 """
 
 import functools
-import json
 import time
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from modeling.skills import example_prompts
 from webchat.accounts import services as accounts
-from webchat.chat import selectors, services
-from webchat.chat.validation import ChatInputError, limits, param_ranges, user_max_tokens
+from webchat.chat import jsoninput, selectors, services
+from webchat.chat.validation import (
+    ChatInputError,
+    limits,
+    param_ranges,
+    user_max_tokens,
+    validate_text,
+)
 
 STATUS = {"not_found": 404, "rate_limited": 429, "busy": 409}
-
-# Defence in depth behind the server-side sanitiser: even if model HTML slipped through, the
-# chat page runs no inline script and loads scripts only from this site.
-CHAT_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
 
 
 def _error(exc: ChatInputError) -> JsonResponse:
@@ -52,10 +50,7 @@ def _json_errors(view):
 
 
 def _body(request) -> dict:
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ChatInputError("bad_json", "The request body is not valid JSON.") from None
+    data = jsoninput.loads(request.body or b"{}")
     if not isinstance(data, dict):
         raise ChatInputError("bad_frame", "The request body must be a JSON object.")
     return data
@@ -93,15 +88,16 @@ def index(request, conversation_id: int | None = None):
         "consent_default": profile.training_consent_default,
         "ws_path": "/ws/chat/",
     }
-    response = render(request, "chat/index.html", {"page": page})
-    response["Content-Security-Policy"] = CHAT_CSP
-    return response
+    return render(request, "chat/index.html", {"page": page})
 
 
 @login_required
 @require_GET
+@_json_errors
 def conversation_list(request):
-    query = request.GET.get("q", "")[:200]
+    query = validate_text(request.GET.get("q", ""), field="q", max_chars=10**6, allow_empty=True)[
+        :200
+    ]
     return JsonResponse(
         {"conversations": selectors.conversation_list(user=request.user, query=query)}
     )
@@ -170,6 +166,7 @@ def data_export(request):
     return response
 
 
+@never_cache  # it shows a new API key once: no cache (browser or proxy) may keep a copy
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_page(request):
@@ -185,14 +182,18 @@ def settings_page(request):
             messages.success(request, "Saved.")
             return redirect("chat:settings")
         if action == "create_key":
-            _key, new_key = accounts.api_key_create(
-                user=request.user, name=request.POST.get("name", "")
-            )
+            try:
+                _key, new_key = accounts.api_key_create(
+                    user=request.user, name=request.POST.get("name", "")
+                )
+            except ChatInputError as exc:
+                messages.error(request, exc.detail)
+                return redirect("chat:settings")
         elif action == "revoke_key":
             try:
                 accounts.api_key_revoke(user=request.user, key_id=request.POST.get("key_id"))
                 messages.success(request, "The key was revoked.")
-            except (ChatInputError, ValueError):
+            except ChatInputError:
                 messages.error(request, "No such API key.")
             return redirect("chat:settings")
     profile = accounts.profile_ensure(user=request.user)

@@ -13,7 +13,8 @@ def consented(queryset: QuerySet, prefix: str) -> QuerySet:
 
 def flagged_feedback(queryset: QuerySet | None = None) -> QuerySet:
     """Feedback that asks for curation: a thumbs-down, a reason tag or a corrected reply, on an
-    assistant reply in a conversation whose owner consented to training use.
+    assistant reply a model wrote (never one an API caller supplied) in a conversation whose
+    owner consented to training use.
 
     Args:
         queryset: Feedback rows to filter (default: all; the admin passes its proxy model's).
@@ -21,7 +22,12 @@ def flagged_feedback(queryset: QuerySet | None = None) -> QuerySet:
     flagged = Q(rating__lt=0) | ~Q(reason="") | ~Q(corrected_reply="")
     return (
         consented(Feedback.objects.all() if queryset is None else queryset, "message__")
-        .filter(flagged, message__role=Message.Role.ASSISTANT, message__parent__isnull=False)
+        .filter(
+            flagged,
+            message__role=Message.Role.ASSISTANT,
+            message__client_supplied=False,
+            message__parent__isnull=False,
+        )
         .select_related("message__parent", "message__conversation", "user")
     )
 

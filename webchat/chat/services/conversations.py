@@ -1,15 +1,24 @@
 """Writes on conversations: create, rename, change settings, delete."""
 
 from webchat.accounts.services import profile_ensure
-from webchat.chat import replies, selectors
-from webchat.chat.models import ACTIVE_STATUSES, Conversation
-from webchat.chat.validation import ChatInputError, limits, validate_text
+from webchat.chat import inflight, replies, selectors
+from webchat.chat.models import ACTIVE_STATUSES, Conversation, Message
+from webchat.chat.validation import ChatInputError, limits, validate_id, validate_text
 
 
 def _model_version_choice(model_version_id):
     """A model version a user may pick (active or retired), or None for "the active one"."""
-    if model_version_id in (None, "", 0):
+    if model_version_id is None or model_version_id == "":
         return None
+    if isinstance(model_version_id, bool) or not isinstance(model_version_id, int):
+        raise ChatInputError(
+            "invalid",
+            "model_version must be a model version's id (a whole number) or null.",
+            field="model_version",
+        )
+    if model_version_id == 0:
+        return None
+    validate_id(model_version_id, "model_version")
     version = selectors.model_versions_pickable().filter(pk=model_version_id).first()
     if version is None:
         raise ChatInputError("not_found", "No such model version.", field="model_version")
@@ -18,7 +27,9 @@ def _model_version_choice(model_version_id):
 
 def _consent(value) -> bool:
     if not isinstance(value, bool):
-        raise ChatInputError("invalid", "training_consent must be true or false.")
+        raise ChatInputError(
+            "invalid", "training_consent must be true or false.", field="training_consent"
+        )
     return value
 
 
@@ -87,4 +98,8 @@ def conversation_delete(*, user, conversation_id) -> None:
     running = conversation.messages.filter(status__in=ACTIVE_STATUSES)
     for message_id in running.values_list("pk", flat=True):
         replies.message_cancel(message_id=message_id)
+    # A streaming reply keeps its engine row until the worker sees the cancel flag: it still
+    # counts as the user's active reply after its row is gone.
+    streaming = running.filter(status=Message.Status.STREAMING).values_list("pk", flat=True)
+    inflight.inflight_add(user_id=user.pk, message_ids=list(streaming))
     conversation.delete()

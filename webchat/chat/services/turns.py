@@ -5,6 +5,7 @@ same way, whichever door it came through (websocket, page, HTTP API).
 """
 
 import logging
+import math
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from webchat.accounts.models import Profile
 from webchat.accounts.services import profile_ensure
-from webchat.chat import ratelimit, replies, selectors
+from webchat.chat import inflight, ratelimit, replies, selectors
 from webchat.chat.models import ACTIVE_STATUSES, Conversation, Message
 from webchat.chat.services.conversations import conversation_create
 from webchat.chat.validation import (
@@ -60,6 +61,8 @@ def _admit(*, user) -> None:
     active = Message.objects.filter(
         conversation__owner=user, role=Message.Role.ASSISTANT, status__in=ACTIVE_STATUSES
     ).count()
+    if active < limits()["max_active_generations"]:
+        active += inflight.inflight_count(user_id=user.pk)  # replies of deleted conversations
     if active >= limits()["max_active_generations"]:
         raise ChatInputError(
             "busy",
@@ -68,9 +71,11 @@ def _admit(*, user) -> None:
         )
     decision = ratelimit.ratelimit_take(user=fresh)
     if not decision.allowed:
-        raise ChatInputError(
-            "rate_limited", decision.message(), retry_after=round(decision.retry_after, 1)
-        )
+        # A rate of 0 never refills: there is no "try again in" to give.
+        wait = {}
+        if not math.isinf(decision.retry_after):
+            wait["retry_after"] = round(decision.retry_after, 1)
+        raise ChatInputError("rate_limited", decision.message(), **wait)
 
 
 def _require_model(conversation: Conversation):
@@ -307,7 +312,11 @@ def completion_create(
         parent = None
         for role, content in turns:
             parent = Message.objects.create(
-                conversation=conversation, parent=parent, role=role, content=content
+                conversation=conversation,
+                parent=parent,
+                role=role,
+                content=content,
+                client_supplied=role == Message.Role.ASSISTANT,
             )
         reply = _new_reply(conversation=conversation, parent=parent, params=params, model=model)
         return _turn(conversation, parent, reply, created=True)

@@ -281,7 +281,8 @@
       if (!m || f.seq <= m.last_seq) return; // already shown (snapshot or an earlier delta)
       m.last_seq = f.seq;
       m.content += f.text;
-      m.html = f.html;
+      // Only what changed comes (webchat/chat/markdown_stream.py); none while coalesced.
+      if (f.html_tail !== undefined) m.html = (m.html || "").slice(0, f.html_keep) + f.html_tail;
       if (m.status === "queued") m.status = "streaming";
       updateMessage(m);
       announce(m, false);
