@@ -98,7 +98,7 @@ def refusal(candidate, admin_user) -> dict:
     with pytest.raises(PromotionRefused) as refused:
         model_version_promote(version=candidate, user=admin_user)
     record = PromotionRecord.objects.get(version=candidate, action="refused")
-    assert record.gates == refused.value.args[1]
+    assert record.gates == refused.value.report
     return {check["name"]: check for check in record.gates["checks"]}, str(refused.value)
 
 
@@ -138,5 +138,3 @@ def test_a_narrow_fine_tune_without_replay_is_refused_with_its_interval_and_repl
     assert with_replay["clean accuracy"]["interval"]["low"] > low
     kept = {f for f, d in with_replay["every family"]["families"].items() if d < -0.06}
     assert len(kept) < len(forgotten)
-    failed = [name for name, check in with_replay.items() if not check["passed"]]
-    assert len(failed) < len([name for name, check in checks.items() if not check["passed"]])
