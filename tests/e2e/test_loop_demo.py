@@ -88,7 +88,8 @@ def misspelled_question(model_dir) -> tuple[str, str, str]:
         variants = []
         for k in range(6):
             variant = typo(text, random.Random(f"demo:{k}:{text}"))  # noqa: S311 - seeded
-            if variant != text and variant not in variants:
+            same = skills.parse_user_turn(variant) == skills.parse_user_turn(text)
+            if same and variant != text and variant not in variants:
                 variants.append(variant)
         replies = predict(model, fmt, [[{"role": "user", "content": v}] for v in variants])
         wrong = [v for v, r in zip(variants, replies) if not skills.is_correct(r, d.answer)]
