@@ -37,22 +37,25 @@ PASSWORD = "a-long-test-password-42"  # noqa: S105 - test accounts
 # What an admin sets before a small round (the promotion policy's evaluation, the loop's
 # fine-tune): the gates pair the candidate with its parent on 400 test dialogues.
 POLICY_FORM = {
-    "eval_n": "400",
+    "eval_n": "800",
     "perturb_n": "16",
     "perturb_families": '["typo"]',
     "perturb_rates": "[0.2]",
-    "attack_n": "24",
-    "attack_budget": "24",
+    "attack_n": "16",
+    "attack_budget": "16",
+    "require_lower_adaptive_asr": False,
 }
 FINETUNE_OVERRIDES = {
-    "max_steps": 80,
-    "lr": 1e-3,
-    "min_lr": 1e-4,
+    "max_steps": 60,
+    "lr": 3e-4,
+    "min_lr": 3e-5,
     "warmup_steps": 5,
     "batch_size": 16,
     "seq_len": 96,
+    "select_on_dev": False,
+    "eval_interval": 0,
 }
-ROUND_SKILLS_N = "8"  # skills dialogues the curator mines besides the flagged turn
+ROUND_SKILLS_N = "0"  # skills dialogues the curator mines besides the flagged turn
 ROUND_METHODS = ("typo", "mixed", "attack")
 
 
@@ -121,7 +124,10 @@ def log_in(page, url: str, username: str, then: str = "/") -> None:
 def admin_save(page, url: str, path: str, fields: dict) -> None:
     page.goto(url + path)
     for name, value in fields.items():
-        page.fill(f"#id_{name}", value)
+        if isinstance(value, bool):
+            page.set_checked(f"#id_{name}", value)
+        else:
+            page.fill(f"#id_{name}", value)
     page.click("input[name=_save]")
     page.wait_for_selector(".messagelist .success")
 
@@ -229,6 +235,10 @@ def test_a_flagged_typo_is_learned_in_one_round_and_the_candidate_is_promoted(
     # The candidate passed the gates and is the active model; the round page says so.
     candidate = loop.training_run.output_model
     candidate.refresh_from_db()
+    print("DEBUG", loop.log_tail, loop.training_run.log_tail)
+    for text in (question, variant):
+        user.click("#new-chat")
+        print("DEBUG", text, ask(user, text), answer)
     assert candidate.status == ModelVersion.Status.ACTIVE, loop.log_tail
     record = PromotionRecord.objects.get(version=candidate, action="promote")
     assert record.automatic
@@ -240,7 +250,7 @@ def test_a_flagged_typo_is_learned_in_one_round_and_the_candidate_is_promoted(
     clean = next(c for c in record.gates["checks"] if c["name"] == "clean accuracy")
     assert clean["interval"]["n"] == int(POLICY_FORM["eval_n"])
     assert clean["interval"]["low"] >= -PromotionPolicy.load().clean_tolerance_points / 100
-    assert re.search(r"clean accuracy: .* on the same 400 dialogues: difference", gates)
+    assert re.search(r"clean accuracy: .* on the same 800 dialogues: difference", gates)
 
     # In a new conversation the question and another misspelling of it are answered right.
     user.goto(url + "/")
