@@ -22,7 +22,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-install: $(VENV)/.installed ## create .venv and install torch (CPU) + the project with dev extras
+# axe-core for the browser tests' accessibility checks (package.json); injected from node_modules,
+# never from a CDN. Without npm the axe tests skip (CI installs npm and requires them).
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the accessibility (axe-core) browser tests will skip"; fi
+
+install: $(VENV)/.installed node_modules/.installed ## create .venv, install torch (CPU) + the project with dev extras, and axe-core (npm)
 
 run: install ## set up and start the whole site on the embedded default (SQLite, in-process worker)
 	$(PY) manage.py migrate --noinput
@@ -57,4 +63,4 @@ down: ## stop the docker compose stack
 	docker compose -f docker/compose.yaml down
 
 clean: ## remove the virtualenv and caches (keeps var/: your database and models)
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles node_modules

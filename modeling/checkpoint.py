@@ -10,22 +10,26 @@ A model directory holds:
   ``generation_config.json`` and ``special_tokens_map.json``, copied from where the model came from.
 
 Directories are written next to their destination under a temporary name and renamed into place, so
-a crash never leaves a half-written model where a reader could find it.
+a crash never leaves a half-written model where a reader could find it. `publish_dir` (and the
+``exclusive`` option of the writers) never replaces an existing directory: the registry's model
+versions are published that way.
 """
 
 import dataclasses
 import json
 import math
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from modeling.dirs import CheckpointError, publish_dir, write_dir_atomically
+from modeling.generation_config import recommended_sampling
 from modeling.model import ModelConfig, Transformer
+
+__all__ = ["CheckpointError", "publish_dir"]  # re-exported: callers import them from here
 
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, META_FILE = (
@@ -44,42 +48,6 @@ AUX_FILES = (
 )
 
 
-class CheckpointError(Exception):
-    """A model directory (or a Hugging Face one being imported) is missing, corrupt or unsupported.
-
-    The message names the offending file.
-    """
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def _write_dir_atomically(path: Path, write) -> Path:
-    """Call write(tmp_dir) on a fresh sibling temp dir, then swap it in for `path`."""
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = path.parent / f".{path.name}.tmp-{tag}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        for f in tmp.iterdir():  # data on disk before the rename makes it visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        # a directory cannot be renamed over a non-empty one: move the old one aside first
-        old = path.parent / f".{path.name}.old-{tag}"
-        os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, path)
-    return path
-
-
 def _weights_for_disk(model: Transformer) -> dict[str, torch.Tensor]:
     sd = model.state_dict()
     if model.config.tie_embeddings:
@@ -94,7 +62,12 @@ def _write_json(path: Path, obj) -> None:
 
 
 def save_model(
-    model: Transformer, tokenizer, path, meta: dict | None = None, copy_from=None
+    model: Transformer,
+    tokenizer,
+    path,
+    meta: dict | None = None,
+    copy_from=None,
+    exclusive: bool = False,
 ) -> Path:
     """Write a model directory atomically (temp dir in the same parent, then rename).
 
@@ -106,6 +79,7 @@ def save_model(
         copy_from: optional model directory whose auxiliary files (chat template in
             tokenizer_config.json, generation_config.json, special_tokens_map.json) are carried
             over, e.g. from the base model of a fine-tune.
+        exclusive: refuse (CheckpointError) instead of replacing an existing `path`.
     Returns:
         The resolved destination path.
     """
@@ -123,7 +97,7 @@ def save_model(
                     shutil.copyfile(Path(copy_from) / name, tmp / name)
         _write_json(tmp / META_FILE, meta)
 
-    return _write_dir_atomically(path, write)
+    return write_dir_atomically(path, write, exclusive=exclusive)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -410,7 +384,7 @@ def _llama_import(hf: dict, cfg_file: Path, w: dict) -> tuple[ModelConfig, dict]
 LLAMA_LIKE = ("llama", "qwen2", "mistral", "smollm", "smollm3")
 
 
-def import_hf(src_dir, dst_dir) -> Path:
+def import_hf(src_dir, dst_dir, exclusive: bool = False) -> Path:
     """Convert a local Hugging Face model directory to our model directory.
 
     Supports GPT-2 (model_type "gpt2", with or without the "transformer." key prefix) and the Llama
@@ -422,6 +396,7 @@ def import_hf(src_dir, dst_dir) -> Path:
     Args:
         src_dir: the HF directory (as written by save_pretrained / downloaded from the hub).
         dst_dir: our model directory to create (replaced atomically if it exists).
+        exclusive: refuse (CheckpointError) instead of replacing an existing `dst_dir`.
     Returns:
         The resolved destination path.
     Raises:
@@ -470,10 +445,15 @@ def import_hf(src_dir, dst_dir) -> Path:
         if not (tmp / "generation_config.json").is_file() and hf.get("eos_token_id") is not None:
             # our config.json replaces HF's, which held the stop ids: keep them where chat reads
             _write_json(tmp / "generation_config.json", {"eos_token_id": hf["eos_token_id"]})
+        try:  # read now, so a malformed generation_config.json fails the import, not a chat
+            generation = recommended_sampling(tmp)
+        except ValueError as e:
+            raise CheckpointError(str(e).replace(str(tmp), str(src))) from e
         meta = {"source": "hf", "hf_model_type": model_type, "imported_from": str(src)}
+        meta["recommended_sampling"] = generation
         _write_json(tmp / META_FILE, {**meta, "format_version": FORMAT_VERSION})
 
-    return _write_dir_atomically(dst_dir, write)
+    return write_dir_atomically(dst_dir, write, exclusive=exclusive)
 
 
 def _tokenizer_json_from_bpe_files(src: Path, out: Path) -> None:

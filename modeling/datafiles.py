@@ -98,7 +98,9 @@ def read_jsonl_conversations(
             first bad line).
     Returns:
         (conversations, issues): each conversation is the line's object with "messages" reduced to
-        {"role", "content"} dicts and any other keys kept; issues lists every skipped line.
+        {"role", "content"} dicts (plus "weight" where an assistant turn has weight 0, the OpenAI
+        convention for a reply kept as context but not learned) and any other keys kept; issues
+        lists every skipped line.
     Raises:
         DataError: on_error="raise" and a line is bad (message "path:line: reason").
         FileNotFoundError: no such file.
@@ -116,9 +118,7 @@ def read_jsonl_conversations(
             if reason is None:
                 reason = conversation_problem(record)
             if reason is None:
-                messages = [
-                    {"role": m["role"], "content": m["content"]} for m in record["messages"]
-                ]
+                messages = [_message(m) for m in record["messages"]]
                 conversations.append({**record, "messages": messages})
                 continue
             issue = DataIssue(str(path), lineno, reason)
@@ -199,3 +199,10 @@ def read_text(path: str | os.PathLike, split: str = "paragraph") -> list[str]:
     else:
         raise ValueError(f"split must be 'file', 'paragraph' or 'line', got {split!r}")
     return [p.strip() for p in parts if p.strip()]
+
+
+def _message(m: dict) -> dict:
+    out = {"role": m["role"], "content": m["content"]}
+    if m["role"] == "assistant" and m.get("weight", 1) == 0:
+        out["weight"] = 0
+    return out

@@ -87,6 +87,19 @@ def perturb_last_user(messages: list[dict], perturb: PerturbFn, rng: random.Rand
     return out
 
 
+def _render_within(fmt, prompt: list[dict], block: int, caps: list[int], i: int) -> list[int]:
+    """The prompt's ids leaving room for its reply; a prompt too long for that keeps its last
+    exchange and gets a smaller budget (caps[i] shrinks), so it is decoded, not refused."""
+    from modeling.chat import ContextTooLongError
+
+    try:
+        return fmt.render_prompt(prompt, max_tokens=block - caps[i])
+    except ContextTooLongError:
+        ids = fmt.render_prompt(prompt, max_tokens=block - 1)
+        caps[i] = block - len(ids)
+        return ids
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -117,20 +130,30 @@ def predict(
         else [int(c) for c in max_new_tokens]
     )
     block = model.config.block_size
+    # a reply gets at most half the context (as the chat serves it), so a prompt always has room
+    caps = [min(c, block // 2) for c in caps]
     stop = tuple(fmt.stop_token_ids)
     was_training = model.training
     model.eval()
     replies: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = range(start, min(len(prompts), start + batch_size))
-            ids = [fmt.render_prompt(prompts[i], max_tokens=block - caps[i]) for i in chunk]
-            params = [
-                SamplingParams(max_new_tokens=caps[i], temperature=0.0, stop_token_ids=stop)
+            chunk = list(range(start, min(len(prompts), start + batch_size)))
+            ids = {i: _render_within(fmt, prompts[i], block, caps, i) for i in chunk}
+            params = {
+                i: SamplingParams(max_new_tokens=caps[i], temperature=0.0, stop_token_ids=stop)
                 for i in chunk
-            ]
-            outs = generate_batch(model, ids, params)
-            for out in outs:
+            }
+            # every row of a batch takes as many positions as the longest budget asks, so a row
+            # whose prompt leaves less room than that is decoded alone (same tokens either way)
+            longest = max(caps[i] for i in chunk)
+            together = [i for i in chunk if len(ids[i]) + longest <= block]
+            groups = [together] * bool(together) + [[i] for i in chunk if i not in together]
+            decoded = {}
+            for group in groups:
+                outs = generate_batch(model, [ids[i] for i in group], [params[i] for i in group])
+                decoded.update(zip(group, outs))
+            for out in (decoded[i] for i in chunk):
                 if out and out[-1] in stop:
                     out = out[:-1]
                 text = fmt.tokenizer.decode(out)

@@ -3,13 +3,19 @@
 The default recipe, sized for a 2-core CPU and about ten minutes:
 
 1. a byte-level BPE tokenizer trained on the skills world (pretraining statements + training
-   dialogues);
-2. a small Llama-style model (RoPE, RMSNorm, SwiGLU);
-3. optionally, next-token pretraining on the plain-text statements of the world;
-4. supervised fine-tuning on the skills training dialogues, mixed with the plain-text statements
-   (full loss). Mixing matters: facts about held-out entities (the OOD split) appear only as
-   statements, and training on statements and dialogues together is what lets the model answer
-   questions about facts it has only read.
+   dialogues), every digit its own token;
+2. a small Llama-style model (RoPE, RMSNorm, SwiGLU) with a 512-token context;
+3. next-token pretraining on the plain-text statements of the world (several paraphrases and both
+   directions of every fact, for every entity) mixed with the training dialogues as text: the QA
+   of part of the entities in pretraining is what lets a model answer questions about the
+   entities it only read about (Allen-Zhu & Li, "Physics of Language Models 3.1");
+4. supervised fine-tuning on the skills training dialogues (questions, follow-ups, greetings and
+   who-are-you turns, out-of-scope requests, complaints), mixed with the statements (full loss),
+   with half the user turns perturbed online (modeling.recipe_noise: typos, entity typos, lower
+   case, distractor sentences), in packed rows of 256 tokens (positions up to 512 are trained
+   in pretraining, whose rows are 512 tokens);
+5. evaluation (modeling.recipe_eval) recorded in meta.json, and the recommended decoding settings
+   (greedy) in generation_config.json.
 
 Each stage writes its own directory under ``out_dir`` and is skipped when its model already exists,
 so a killed build resumes where it stopped (a stage in progress resumes from its training state).
@@ -32,6 +38,7 @@ from pathlib import Path
 import torch
 
 from modeling.progress import ProgressFn
+from modeling.recipe_noise import default_noise
 from modeling.train import TrainConfig, train
 
 
@@ -41,15 +48,21 @@ class DefaultRecipe:
 
     vocab_size: int = 1024
     text_docs: int = 2000  # skills.pretraining_text documents
-    train_dialogues: int = 0  # skills train dialogues (0 -> skills default)
+    train_dialogues: int = 8000  # skills train dialogues (0 -> skills default)
     model: dict = field(
         default_factory=lambda: dict(family="llama", n_layer=4, n_head=4, n_embd=128)
     )
-    seq_len: int = 128
-    batch_size: int = 16
+    seq_len: int = 512  # the context the model serves; pretraining rows fill all of it
+    batch_size: int = 4
+    # SFT rows: packed conversations up to 256 tokens (a 10-turn chat fits), twice the rows per
+    # step, so a step costs the same tokens and less attention than at 512
+    sft_seq_len: int = 256
+    sft_batch_size: int = 8
     pack_sft: bool = True
+    pretrain_data: tuple[str, ...] = ("skills-text", "skills:train")
     pretrain_steps: int = 800
     pretrain_lr: float = 3e-3
+    perturb_prob: float = 0.5  # share of SFT user turns perturbed online (modeling.recipe_noise)
     sft_steps: int = 1600
     lr: float = 3e-3
     min_lr: float = 3e-4
@@ -57,6 +70,26 @@ class DefaultRecipe:
     weight_decay: float = 0.1
     eval_n: int = 200  # test and ood dialogues evaluated at the end (metrics in meta.json)
     num_threads: int = 0  # 0 -> measure which thread count is faster right now
+    # recommended decoding (generation_config.json): greedy, since every skills answer is exact
+    generation: dict = field(default_factory=lambda: dict(do_sample=False, max_new_tokens=256))
+
+
+def tiny_recipe(**changes) -> DefaultRecipe:
+    """The default recipe at test size: the same stages, data kinds and noise, seconds to train.
+
+    Args:
+        changes: DefaultRecipe fields to override.
+    Returns:
+        the recipe.
+    """
+    small = dict(
+        vocab_size=512, text_docs=200, train_dialogues=600, seq_len=128, batch_size=8,
+        sft_seq_len=128, sft_batch_size=8,
+        model=dict(family="llama", n_layer=2, n_head=2, n_embd=64),
+        pretrain_steps=100, sft_steps=600, lr=4e-3, pretrain_lr=4e-3, warmup_steps=10,
+        eval_n=0, num_threads=1,
+    )  # fmt: skip
+    return DefaultRecipe(**{**small, **changes})
 
 
 def choose_num_threads(max_threads: int | None = None, seconds: float = 0.25) -> int:
@@ -190,9 +223,8 @@ def _train_tokenizer(out: Path, r: DefaultRecipe, seed: int, report: _BuildProgr
 
 def _stage_config(r: DefaultRecipe, seed: int, **fields) -> TrainConfig:
     """A stage's TrainConfig: the fields every stage shares, plus the stage's own."""
+    fields = {"seq_len": r.seq_len, "batch_size": r.batch_size, **fields}
     return TrainConfig(
-        seq_len=r.seq_len,
-        batch_size=r.batch_size,
         skills_n=r.train_dialogues,
         skills_seed=seed,
         skills_text_n=r.text_docs,
@@ -220,7 +252,7 @@ def _pretrain(out: Path, r: DefaultRecipe, seed: int, tok_file: Path, report, sh
         out_dir=str(stage),
         tokenizer=str(tok_file),
         model=dict(r.model, block_size=r.seq_len),
-        data=["skills-text"],
+        data=list(r.pretrain_data),
         max_steps=r.pretrain_steps,
         lr=r.pretrain_lr,
     )
@@ -242,8 +274,12 @@ def _fine_tune(out: Path, r: DefaultRecipe, seed: int, base, tok_file: Path, rep
         seed,
         kind="sft",
         out_dir=str(stage),
+        seq_len=min(r.sft_seq_len, r.seq_len),  # never past the context the model was built with
+        batch_size=r.sft_batch_size,
         data=["skills:train", "skills-text"],
         pack_sft=r.pack_sft,
+        perturb_prob=r.perturb_prob,
+        perturb_fn=default_noise if r.perturb_prob else None,
         max_steps=r.sft_steps,
         lr=r.lr,
         **source,
@@ -254,14 +290,21 @@ def _fine_tune(out: Path, r: DefaultRecipe, seed: int, base, tok_file: Path, rep
 def _record_evaluation(
     final: Path, r: DefaultRecipe, seed: int, train_seconds: float, report: _BuildProgress
 ) -> None:
-    """Stage 4: exact match on the held-out splits, and the recipe, recorded in meta.json."""
+    """Stage 4: the report card (modeling.recipe_eval) and the recipe, recorded in meta.json;
+    the recommended decoding settings in generation_config.json."""
+    from modeling.generation_config import write_generation_config
+    from modeling.recipe_eval import evaluate_default
+
     meta_file = final / "meta.json"
     meta = json.loads(meta_file.read_text())
-    if r.eval_n and "skills_eval" not in meta:
+    if r.eval_n and "default_eval" not in meta:
         report.start("evaluate", report.total, "eval")
-        meta["skills_eval"] = evaluate_skills(final, n=r.eval_n, seed=seed)
+        meta["default_eval"] = evaluate_default(final, n=r.eval_n, seed=seed)
+        # the registry shows test/ood accuracy from here
+        meta["skills_eval"] = {s: meta["default_eval"][s] for s in ("test", "ood")}
     meta["recipe"] = {"name": "default", **dataclasses.asdict(r)}
     meta.setdefault("build_seconds", round(train_seconds, 1))
+    write_generation_config(final, r.generation)
     tmp = meta_file.with_name("meta.json.tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, meta_file)

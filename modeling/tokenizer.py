@@ -1,6 +1,7 @@
 """Byte-level BPE tokenizer (HF `tokenizers`) whose chat control tokens user text cannot produce.
 
-Every tokenizer we train has the same six control tokens at ids 0..5. `encode` treats text as text:
+Every tokenizer we train has the same six control tokens at ids 0..5 and splits numbers into
+single digits. `encode` treats text as text:
 typing "<|user|>" gives the ids of those characters, never the control id; control tokens are only
 ever inserted by id (see modeling/chat.py). Foreign tokenizer.json files (GPT-2, Llama, Qwen2, ...)
 load too; their missing control ids are None.
@@ -78,7 +79,14 @@ class Tokenizer:
         if vocab_size < 256 + len(SPECIAL_TOKENS):
             raise ValueError(f"vocab_size must be >= {256 + len(SPECIAL_TOKENS)}, got {vocab_size}")
         tk = HFTokenizer(models.BPE())
-        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        # Every digit its own token, as Llama does: with merged numbers ("12", " 56") a small
+        # model must learn each sum as a lookup; with digits it can learn the place-value rule.
+        tk.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
         tk.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,

@@ -475,7 +475,8 @@ def _finish(run: _Run, progress, info: dict, t_start: float) -> Path:
             "dropped_conversations": run.dropped,
             "train_seconds_last_session": round(time.perf_counter() - t_start, 3),
         }
-        save_model(run.raw_model, run.tokenizer, model_dir, meta=meta)
+        # a fine-tune keeps its base's chat template and recommended decoding settings
+        save_model(run.raw_model, run.tokenizer, model_dir, meta=meta, copy_from=config.base_model)
         if not config.keep_train_state and run.state_path.exists():
             run.state_path.unlink()
     barrier(run.ddp)

@@ -102,6 +102,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+    # A connection kept across requests is checked before reuse, so a PostgreSQL restart costs
+    # one reconnect instead of an error on the next query.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis, channels, celery ----------------------------------------------------------------
@@ -139,6 +142,22 @@ CELERY_TASK_SOFT_TIME_LIMIT = 600
 CELERY_TASK_TIME_LIMIT = 660
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Survive the broker going away (issue 16): retry the connection for ever instead of exiting
+# after 100 tries, and keep the tasks already running (a reply in flight finishes into the
+# database; only its pushes are lost while Redis is away).
+CELERY_BROKER_CONNECTION_RETRY = True
+if REDIS_URL:  # kombu's Redis transport, minus the restore that crashed a worker on Redis loss
+    CELERY_BROKER_TRANSPORT = "worker.broker:Transport"
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_BROKER_HEARTBEAT = 10
+CELERY_WORKER_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] reply=%(reply)s %(message)s"
+)
+CELERY_WORKER_TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s] "
+    "reply=%(reply)s %(message)s"
+)
 # One routing block for every task: gpu = generation, train = fine-tuning, cpu = the rest.
 CELERY_TASK_ROUTES = {
     "worker.generation.*": {"queue": "gpu"},
@@ -200,17 +219,31 @@ SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"quiet_periodic": {"()": "webchat.logfilters.QuietPeriodicTasks"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s reply=%(reply)s: %(message)s"}
+    },
+    "filters": {
+        "quiet_periodic": {"()": "webchat.logfilters.QuietPeriodicTasks"},
+        "reply": {"()": "webchat.turnlog.ReplyContext"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["quiet_periodic"],
+            "filters": ["quiet_periodic", "reply"],
         }
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- ceilings on training runs started from the admin (webchat.registry.hyperparameters) -----
+WEBCHAT_TRAINING = {
+    "MAX_STEPS": env.int("WEBCHAT_TRAIN_MAX_STEPS", default=20_000),
+    "MAX_BATCH_SIZE": env.int("WEBCHAT_TRAIN_MAX_BATCH_SIZE", default=64),
+    "MAX_SEQ_LEN": env.int("WEBCHAT_TRAIN_MAX_SEQ_LEN", default=1024),
+    "MAX_PARAMS": env.int("WEBCHAT_TRAIN_MAX_PARAMS", default=50_000_000),
+    "DEVICES": tuple(env.list("WEBCHAT_TRAIN_DEVICES", default=["auto", "cpu", "cuda"])),
 }
 
 # --- product limits: the one place their defaults are (webchat.chat.validation.limits) -------
@@ -223,4 +256,10 @@ WEBCHAT = {
     "RATE_LIMIT_PER_MINUTE": env.int("WEBCHAT_RATE_LIMIT_PER_MINUTE", default=20),
     "MAX_TOKENS_PER_REPLY": env.int("WEBCHAT_MAX_TOKENS_PER_REPLY", default=1024),
     "HEARTBEAT_TIMEOUT_S": env.int("WEBCHAT_HEARTBEAT_TIMEOUT_S", default=30),
+    # A queued reply nobody claimed is re-dispatched after UNCLAIMED_GRACE_S and marked
+    # interrupted after QUEUED_TIMEOUT_S (webchat.chat.replies, worker.claims).
+    "UNCLAIMED_GRACE_S": env.int("WEBCHAT_UNCLAIMED_GRACE_S", default=10),
+    "QUEUED_TIMEOUT_S": env.int("WEBCHAT_QUEUED_TIMEOUT_S", default=300),
 }
+# GET /metrics answers a staff session, or this bearer token when set (webchat.metrics).
+WEBCHAT_METRICS_TOKEN = env("WEBCHAT_METRICS_TOKEN", default="")

@@ -28,6 +28,10 @@ TASK_MODULES: list[str] = [
 app = Celery("webchat", include=TASK_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
+# Queue wait, the reply id in log lines, claims on reserved replies: connected on both sides.
+import worker.claims  # noqa: E402, F401 - connects its signal handlers
+import worker.observe  # noqa: E402, F401 - connects its signal handlers
+
 
 @app.task(name="worker.ping", acks_late=True)
 def ping(payload: str = "pong") -> dict:

@@ -14,14 +14,19 @@ import threading
 import time
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import OperationalError
 
+from webchat import metrics
+from worker import claims
 from worker.app import app
+from worker.limits import Deadline
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.1  # coalesce deltas: push at most every 100 ms ...
 FLUSH_TOKENS = 8  # ... or every few tokens, whichever comes first
 HEARTBEAT_INTERVAL_S = 2.0
+FINISH_ATTEMPTS = 5  # about 7.5 s of waiting for the database to come back
 MAX_BATCH_SIZE = 16
 
 
@@ -88,11 +93,18 @@ host = EngineHost()
 
 @app.task(
     name="worker.generation.generate_reply",
+    bind=True,
     acks_late=True,  # idempotent: a redelivered task finds the message no longer queued
     soft_time_limit=900,
     time_limit=960,
+    # The database away before the claim (a PostgreSQL restart): nothing was written yet, so
+    # trying again is safe; the reply stays queued meanwhile.
+    autoretry_for=(OperationalError,),
+    retry_backoff=1,
+    retry_backoff_max=8,
+    max_retries=8,
 )
-def generate_reply(message_id: int) -> dict:
+def generate_reply(self, message_id: int) -> dict:
     """Generate the reply for a queued assistant message and stream it to its conversation.
 
     Args:
@@ -101,6 +113,16 @@ def generate_reply(message_id: int) -> dict:
     Returns:
         {"message_id", "status"}; status "skipped" when the message was not queued any more.
     """
+    from django.db import close_old_connections
+
+    close_old_connections()  # a connection that died with the database is not reused
+    try:
+        return _generate(message_id)
+    finally:
+        claims.task_ended(message_id)
+
+
+def _generate(message_id: int) -> dict:
     from webchat.chat import replies
     from webchat.registry.services import model_version_active
     from worker import cancel
@@ -108,45 +130,53 @@ def generate_reply(message_id: int) -> dict:
     message = replies.message_claim(message_id=message_id)
     if message is None:
         return {"message_id": message_id, "status": "skipped"}
-    relay = Relay(message)
+    relay = Relay(message, Deadline.for_current_task())
     try:
         version = message.model_version or model_version_active()
         if version is None:
             return relay.fail(
                 "No model is active yet. An administrator must activate a model version "
-                "(the default model trains on first start)."
+                "(the default model trains on first start).",
+                kind="no_model",
             )
         host.unload_idle(keep={version.pk} | ({message.model_version_id} - {None}))
         try:
             engine, chat_format = host.get(version.pk, version.path)
         except Exception as exc:
             log.exception("cannot load model version %s", version.pk)
-            return relay.fail(f"Model version {version.name} could not be loaded: {exc}")
+            return relay.fail(
+                f"Model version {version.name} could not be loaded: {exc}", kind="load_failed"
+            )
         relay.version_id = version.pk
         started = {"type": "chat.started", "message_id": message.pk, "model_version": version.name}
         request = build_request(message, engine, chat_format, relay)
-        if isinstance(request, str):
+        if isinstance(request, tuple):
             replies.push(message.conversation_id, started)
-            return relay.fail(request)
+            return relay.fail(*request)
         handle = engine.submit(request)
         # Tell the watchers while the engine runs the prefill, not before: the push is off the
         # path to the first token. Every delta is pushed after this, from this thread.
         replies.push(message.conversation_id, started)
-        relay.stream(handle, lambda: cancel.is_cancelled(message_id))
+        relay.stream(handle, lambda: _cancel_flag(message_id), engine)
         return {"message_id": message_id, "status": relay.status}
     except SoftTimeLimitExceeded:
-        relay.finish("failed", "Generation took too long and was stopped by the time limit.")
+        metrics.GENERATION_ERRORS.labels(kind="time_limit").inc()
+        relay.finish("failed", relay.time_limit_error())
         return {"message_id": message_id, "status": "failed"}
     except Exception as exc:
         log.exception("generation of message %s failed", message_id)
+        metrics.GENERATION_ERRORS.labels(kind=exc.__class__.__name__).inc()
         relay.finish("failed", f"Generation failed: {exc.__class__.__name__}: {exc}")
         raise
     finally:
-        cancel.clear(message_id)
+        try:
+            cancel.clear(message_id)
+        except Exception as exc:  # noqa: BLE001 - the flag expires by itself (cancel.TTL_S)
+            log.warning("could not clear the cancel flag of message %s: %s", message_id, exc)
 
 
 def build_request(message, engine, chat_format, relay):
-    """The engine request for a message, or an error string for the user."""
+    """The engine request for a message, or (error for the user, error kind)."""
     from modeling.chat import ContextTooLongError
     from modeling.engine import Request
     from modeling.generate import SamplingParams
@@ -164,17 +194,18 @@ def build_request(message, engine, chat_format, relay):
     try:
         sampling = SamplingParams.from_dict(params)
     except (TypeError, ValueError) as exc:
-        return f"Invalid sampling parameters: {exc}"
+        return f"Invalid sampling parameters: {exc}", "invalid_params"
     turns = replies.conversation_context(message=message)
     try:
         prompt = chat_format.render_prompt(turns, max_tokens=block - max_new)
     except ContextTooLongError:
         return (
             "Your message is too long for this model's context window "
-            f"({block} tokens, {max_new} reserved for the reply). Shorten it or lower max tokens."
+            f"({block} tokens, {max_new} reserved for the reply). Shorten it or lower max tokens.",
+            "context_too_long",
         )
     except ValueError as exc:
-        return f"This conversation cannot be sent to the model: {exc}"
+        return f"This conversation cannot be sent to the model: {exc}", "bad_context"
     relay.prompt_tokens = len(prompt)
     return Request(
         prompt_ids=prompt,
@@ -187,7 +218,7 @@ def build_request(message, engine, chat_format, relay):
 class Relay:
     """Coalesces engine deltas, saves them, then pushes them with contiguous sequence numbers."""
 
-    def __init__(self, message):
+    def __init__(self, message, deadline: Deadline | None = None):
         self.message = message
         self.conversation_id = message.conversation_id
         self.text = ""
@@ -197,22 +228,47 @@ class Relay:
         self.status = "streaming"
         self.version_id = None
         self.prompt_tokens = 0
+        self.deadline = deadline or Deadline(None)
+        self.timed_out = False
         self._cancel = threading.Event()
         self._lost = False  # the row left `streaming` under us (reaped): stop generating
+        self._last_token_time: float | None = None
 
     def cancel_requested(self) -> bool:
+        """The engine's cancel check, every decode step: a stop, a lost row, or the time limit
+        (which the threads pool never enforces itself)."""
+        if not self._cancel.is_set() and self.deadline.passed():
+            self.timed_out = True
+            self._cancel.set()
         return self._cancel.is_set()
+
+    def time_limit_error(self) -> str:
+        limit = f" ({self.deadline.limit_s:g} s)" if self.deadline.limit_s else ""
+        return (
+            f"Generation took too long and was stopped by the time limit{limit}. "
+            "The text so far is kept; you can regenerate."
+        )
 
     def flush(self) -> None:
         from webchat.chat import replies
 
         if not self.pending:
             return
+        try:
+            saved = replies.message_save_progress(
+                message_id=self.message.pk, content=self.text + self.pending, seq=self.seq + 1
+            )
+        except OperationalError as exc:
+            # The database is away (a restart): keep the text pending and save it with the next
+            # flush; nothing is pushed that is not saved, so the client never runs ahead.
+            log.warning("saving the progress of message %s failed: %s", self.message.pk, exc)
+            from django.db import close_old_connections
+
+            close_old_connections()
+            return
         self.text += self.pending
         self.seq += 1
-        if not replies.message_save_progress(
-            message_id=self.message.pk, content=self.text, seq=self.seq
-        ):
+        if not saved:
             self._lost = True
             self._cancel.set()
         else:
@@ -228,7 +284,19 @@ class Relay:
         self.pending = ""
         self.pending_tokens = 0
 
-    def stream(self, handle, is_cancelled) -> None:
+    def observe_token(self, event) -> None:
+        """Metrics of one token: time to the first (from the reply being queued), the gaps."""
+        if event.token_id is None:
+            return
+        metrics.GENERATION_TOKENS.inc()
+        if self._last_token_time is None:
+            waited = time.time() - self.message.created_at.timestamp()
+            metrics.TIME_TO_FIRST_TOKEN.observe(max(0.0, waited))
+        else:
+            metrics.INTER_TOKEN_LATENCY.observe(max(0.0, event.time - self._last_token_time))
+        self._last_token_time = event.time
+
+    def stream(self, handle, is_cancelled, engine=None) -> None:
         from modeling.engine import Finished
         from webchat.chat import replies
 
@@ -239,7 +307,10 @@ class Relay:
             now = time.monotonic()
             if now - last_poll >= 0.05:
                 last_poll = now
-                if not self._cancel.is_set() and is_cancelled():
+                if engine is not None:
+                    metrics.REQUESTS_RUNNING.set(engine.num_running)
+                    metrics.REQUESTS_WAITING.set(engine.num_waiting)
+                if not self._cancel.is_set() and (self.cancel_requested() or is_cancelled()):
                     self._cancel.set()
                     handle.cancel()
             if event is None:
@@ -251,23 +322,10 @@ class Relay:
                         {"type": "chat.queue", "message_id": self.message.pk, "position": waiting},
                     )
             elif isinstance(event, Finished):
-                self.pending += event.text[len(self.text) + len(self.pending) :]
-                self.flush()
-                reason = event.finish_reason
-                status = {"stop": "done", "length": "done", "cancelled": "stopped"}.get(
-                    reason, "failed"
-                )
-                if self._lost:
-                    return
-                usage = {
-                    "prompt_tokens": event.prompt_tokens,
-                    "completion_tokens": event.completion_tokens,
-                    "time_to_first_token_ms": (event.time_to_first_token or 0) * 1000,
-                    "tokens_per_s": event.tokens_per_second,
-                }
-                self.finish(status, event.error or "", usage)
+                self.finished(event)
                 return
             else:
+                self.observe_token(event)
                 self.pending += event.text
                 self.pending_tokens += 1
             if self.pending and (
@@ -278,34 +336,92 @@ class Relay:
                 self.flush()
                 last_flush = now
             if now - last_beat >= HEARTBEAT_INTERVAL_S:
-                replies.message_heartbeat(message_id=self.message.pk)
+                try:
+                    replies.message_heartbeat(message_id=self.message.pk)
+                except OperationalError as exc:  # the database is away: the next beat retries
+                    log.warning("heartbeat of message %s failed: %s", self.message.pk, exc)
                 last_beat = now
 
+    def finished(self, event) -> None:
+        """The engine's last event: flush the rest and save the final state."""
+        self.pending += event.text[len(self.text) + len(self.pending) :]
+        self.flush()
+        if self._lost:
+            metrics.GENERATION_ERRORS.labels(kind="lost").inc()
+            return
+        reason = event.finish_reason
+        status = {"stop": "done", "length": "done", "cancelled": "stopped"}.get(reason, "failed")
+        error = event.error or ""
+        if self.timed_out:
+            status, error = "failed", self.time_limit_error()
+            metrics.GENERATION_ERRORS.labels(kind="time_limit").inc()
+        elif status == "failed":
+            metrics.GENERATION_ERRORS.labels(kind="engine").inc()
+        metrics.PROMPT_TOKENS.inc(event.prompt_tokens)
+        usage = {
+            "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens,
+            "time_to_first_token_ms": (event.time_to_first_token or 0) * 1000,
+            "tokens_per_s": event.tokens_per_second,
+        }
+        self.finish(status, error, usage)
+
     def finish(self, status: str, error: str = "", usage: dict | None = None) -> None:
+        """Save the final state; a database restart is waited out for a few seconds (the
+        write is idempotent: it only changes a row that is still active)."""
+        from django.db import close_old_connections
+
         from webchat.chat import replies
 
         self.status = status
         usage = dict(
             usage or {}, prompt_tokens=(usage or {}).get("prompt_tokens", self.prompt_tokens)
         )
-        replies.message_finish(
-            message_id=self.message.pk,
-            status=status,
-            content=self.text,
-            seq=self.seq,
-            error=error,
-            usage=usage,
-            model_version_id=self.version_id,
-        )
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                replies.message_finish(
+                    message_id=self.message.pk,
+                    status=status,
+                    content=self.text,
+                    seq=self.seq,
+                    error=error,
+                    usage=usage,
+                    model_version_id=self.version_id,
+                )
+                return
+            except OperationalError:
+                if attempt == FINISH_ATTEMPTS - 1:
+                    raise  # the reaper marks the row interrupted once its heartbeat lapses
+                log.warning("saving the end of message %s failed; retrying", self.message.pk)
+                close_old_connections()
+                time.sleep(min(4.0, 0.5 * 2**attempt))
 
-    def fail(self, reason: str) -> dict:
+    def fail(self, reason: str, kind: str = "failed") -> dict:
+        metrics.GENERATION_ERRORS.labels(kind=kind).inc()
         self.finish("failed", reason)
         return {"message_id": self.message.pk, "status": "failed"}
 
 
+def _cancel_flag(message_id: int) -> bool:
+    """The user's Stop flag; a broker outage reads as "not stopped" instead of failing the reply."""
+    from worker import cancel
+
+    try:
+        return cancel.is_cancelled(message_id)
+    except Exception as exc:  # noqa: BLE001 - redis raises several kinds; all mean "unknown now"
+        log.debug("cancel flag of message %s unreadable: %s", message_id, exc)
+        return False
+
+
 @app.task(name="worker.generation.reap_interrupted", soft_time_limit=60, time_limit=90)
-def reap_interrupted() -> list[int]:
-    """Periodic: mark messages whose worker stopped heartbeating as interrupted."""
+def reap_interrupted() -> dict:
+    """Periodic: re-dispatch queued replies whose task nobody holds, and mark messages whose
+    worker stopped heartbeating as interrupted.
+
+    Returns:
+        {"redispatched": [ids], "interrupted": [ids]}.
+    """
     from webchat.chat.replies import messages_reap_interrupted
 
-    return messages_reap_interrupted()
+    redispatched = claims.redispatch_unclaimed(send=lambda mid: generate_reply.delay(mid))
+    return {"redispatched": redispatched, "interrupted": messages_reap_interrupted()}

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
+from worker.limits import Deadline
+
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0  # at most one progress write a second: the admin polls, not streams
@@ -24,6 +26,12 @@ class Recorder:
     def __init__(self, lines: list[str] | None = None):
         self.lines = list(lines or [])
         self.last_write = 0.0
+        # The task's soft time limit, enforced at the job's own checkpoints (worker.limits).
+        self.deadline = Deadline.for_current_task()
+
+    def check_deadline(self) -> None:
+        """Raise SoftTimeLimitExceeded once the task's soft time limit has passed."""
+        self.deadline.check()
 
     def log(self, line: str) -> None:
         self.lines = (self.lines + [f"{timezone.now():%H:%M:%S} {line}"])[-LOG_TAIL_LINES:]
@@ -59,6 +67,7 @@ class JobRecorder(Recorder):
         super().log(line)
 
     def progress(self, fraction: float, line: str | None = None, force: bool = False) -> None:
+        self.check_deadline()
         if line:
             self.log(line)
         if self.due(force=force or fraction >= 1.0):

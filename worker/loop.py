@@ -52,6 +52,7 @@ def loop_start(job, recorder: JobRecorder) -> JobOutcome:
     from webchat.curation.models import LoopSettings
     from webchat.curation.selectors import approved_not_in_any_dataset, loop_job_in_progress
     from webchat.curation.services import FINETUNE_DEFAULTS, curation_job_update
+    from webchat.registry.hyperparameters import hyperparameters_validate
     from webchat.registry.models import TrainingRun
     from webchat.registry.services import model_version_active, training_run_start
 
@@ -66,11 +67,14 @@ def loop_start(job, recorder: JobRecorder) -> JobOutcome:
     if new < settings.min_new_approved and not job.params.get("force"):
         summary = f"{new} new approved samples, waiting for {settings.min_new_approved}"
         return JobOutcome({"summary": summary}, skipped=True)
+    # Checked before anything is built: settings stored before the allow-list fail the job here.
+    hp = hyperparameters_validate(
+        {**FINETUNE_DEFAULTS, **(settings.finetune_hyperparameters or {})}
+    )
     recorder.progress(0.1, f"{new} new approved samples: building a dataset", force=True)
     dataset = build_dataset(
         name="loop", clean_share=settings.clean_share, notes=f"learning loop job #{job.pk}"
     )
-    hp = {**FINETUNE_DEFAULTS, **(settings.finetune_hyperparameters or {})}
     run = training_run_start(
         kind=TrainingRun.Kind.SFT, base_model=active, dataset=dataset, hyperparameters=hp
     )

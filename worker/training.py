@@ -9,7 +9,6 @@ default model on first start) or a promotion does it later.
 """
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -93,6 +92,7 @@ class RunRecorder(Recorder):
         from webchat.registry.selectors import training_run_cancel_requested
         from worker import embedded
 
+        self.check_deadline()  # the train pool (solo) never raises Celery's soft limit itself
         if embedded.shutting_down.is_set():
             return True  # the web process is exiting: stop at this step, resume next start
         now = time.monotonic()
@@ -183,19 +183,30 @@ def record_stop(run_id: int, recorder: RunRecorder, exc: Exception) -> str:
     if isinstance(exc, SoftTimeLimitExceeded):
         reason = "the run exceeded its time limit"
     else:
-        reason = f"{exc.__class__.__name__}: {exc}"
+        reason = failure_reason(exc)
         log.exception("training run %s failed", run_id)
     recorder.log(f"failed: {reason}")
     recorder.flush(status=TrainingRun.Status.FAILED, error=reason, finished_at=timezone.now())
     return "failed"
 
 
+def failure_reason(exc: Exception) -> str:
+    """What the admin is told about a failed run. A file error names no path (the worker's log
+    has it), so a run's error text never says which files exist on the server."""
+    if isinstance(exc, OSError):
+        return f"{exc.__class__.__name__}: {exc.strerror or 'a file could not be read or written'}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 def execute(run, recorder: RunRecorder) -> Path:
     """Train according to the run's kind; returns the final model directory."""
+    from webchat.registry.hyperparameters import hyperparameters_validate
     from webchat.registry.models import TrainingRun
 
     out = run_dir(run.pk)
-    hp = dict(run.hyperparameters or {})
+    # Checked again here: a row written before the allow-list, or by other code than the
+    # admin's services, must not reach TrainConfig with paths or unbounded sizes either.
+    hp = hyperparameters_validate(run.hyperparameters or {})
     if run.kind == TrainingRun.Kind.DEFAULT:
         from modeling.recipes import build_default_model
 
@@ -211,15 +222,16 @@ def execute(run, recorder: RunRecorder) -> Path:
 
     if run.base_model is None and run.kind == TrainingRun.Kind.SFT:
         raise ValueError("a fine-tuning run needs a base model version")
-    data = list(hp.pop("data", []))
+    data = []
     replay: list[str] = []
     if run.base_model is not None and run.kind == TrainingRun.Kind.SFT:
-        hp = record_finetune_settings(run, hp)
+        # What the promotion policy fills in (replay sources, dev selection) is checked too.
+        hp = hyperparameters_validate(record_finetune_settings(run, hp))
         hp, replay = train_config_kwargs(hp)
     if run.dataset is not None:
         dataset_file = Path(run.dataset.path)
         if not dataset_file.is_file():
-            raise FileNotFoundError(f"dataset file {dataset_file} is missing")
+            raise ValueError(f"the file of dataset {run.dataset} is missing")
         if run.dataset.sha256:
             from webchat.curation.hashing import file_sha256
 
@@ -258,26 +270,46 @@ def record_finetune_settings(run, hp: dict) -> dict:
 
 
 def register(run, model_dir: Path):
-    """Move the trained model under MODELS_DIR/versions/ and record it as a candidate."""
-    from modeling.checkpoint import model_info
+    """Publish the trained model as MODELS_DIR/versions/<kind>-run<id> and record it as a
+    candidate. Nothing is written over an existing directory or version: the name is taken
+    first in the database (names of that shape are reserved for runs), then the directory is
+    published under a lock; if either is taken the run fails with the reason and its model stays
+    in its run directory."""
+    from modeling.checkpoint import model_info, publish_dir
     from webchat.registry.selectors import model_version_by_name
-    from webchat.registry.services import model_version_register
+    from webchat.registry.services import RegistryError, model_version_register
 
     name = f"{run.kind}-run{run.pk}"
     final = Path(settings.MODELS_DIR) / "versions" / name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    shutil.move(str(model_dir), str(final))
     existing = model_version_by_name(name=name)
-    if existing is not None:  # a redelivered run that registered before dying
-        return existing
-    return model_version_register(
-        name=name,
-        path=str(final),
-        info=model_info(final),
-        parent=run.base_model,
-        dataset=run.dataset,
+    if existing is not None:
+        if not _registered_by(run, existing, final):
+            raise RegistryError(
+                f"a model version named {name} already exists and is not this run's"
+            )
+        if not final.is_dir() and model_dir.is_dir():  # died between the row and the rename
+            publish_dir(model_dir, final)
+        return existing  # a redelivered run that registered before dying
+    with transaction.atomic():  # the row goes if the directory cannot be published
+        version = model_version_register(
+            name=name,
+            path=str(final),
+            info=model_info(model_dir),
+            parent=run.base_model,
+            dataset=run.dataset,
+        )
+        publish_dir(model_dir, final)
+    return version
+
+
+def _registered_by(run, version, final: Path) -> bool:
+    """Whether `version` is the one this run registered before it was redelivered (not a
+    version that took the name earlier, or points elsewhere)."""
+    return (
+        Path(version.path) == final
+        and version.parent_id == run.base_model_id
+        and run.started_at is not None
+        and version.created_at >= run.started_at
     )
 
 

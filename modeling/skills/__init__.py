@@ -5,14 +5,20 @@ parameter model to learn on a CPU in minutes, and every user turn can be parsed 
 
 Reporting families are the seven tasks plus ``followup``: a two-exchange dialogue whose second
 question only makes sense with the first ("What is the capital of Spain?" / "Madrid." / "And for
-France?" / "Paris."). A follow-up dialogue's ``task`` is the task of its final question.
+France?" / "Paris."). A follow-up dialogue's ``task`` is the task of its final question. Then the
+conversational families: ``social`` (greetings, thanks, farewells, who-are-you), ``out_of_scope``
+(requests the world cannot answer, replied to honestly) and ``repair`` (a complaint after a right or
+wrong reply, answered with the right answer).
 
 The package, in reading order:
 
+    intents    the conversational layer: greetings, thanks, farewells, who-are-you, out-of-scope
+               requests and complaints; their templates and canonical replies
     world      entities, held-out entities, ``Parse`` and ``answer_for`` (the tasks and their slots)
     templates  question templates (held-out ones last), statements, fillers, distractors
     parse      the validity oracle ``parse_user_turn`` and the protected ``slot_spans``
-    corpus     ``generate_dialogues`` per split, ``pretraining_text``
+    conversation  dialogues of the families social, out_of_scope and repair
+    corpus     ``generate_dialogues`` per split, ``pretraining_text``, ``example_prompts``
     __main__   ``python -m modeling.skills``: sample dialogues as JSONL
 
 ``FILLERS`` are words the parser ignores, ``DISTRACTORS`` are sentences that never parse (safe to
@@ -23,9 +29,11 @@ from modeling.skills.corpus import (
     DEFAULT_SIZES,
     Dialogue,
     dialogues,
+    example_prompts,
     generate_dialogues,
     pretraining_text,
 )
+from modeling.skills.intents import INTENTS, REPLIES, SOCIAL_INTENTS
 from modeling.skills.parse import (
     KEYWORD_SYNONYMS,
     KEYWORDS,
@@ -47,6 +55,7 @@ from modeling.skills.templates import (
 from modeling.skills.world import (
     ADD_RANGE,
     CAPITALS,
+    CONVERSATION_FAMILIES,
     CONVERSIONS,
     DAYS,
     FAMILIES,
@@ -74,6 +83,7 @@ from modeling.skills.world import (
 __all__ = [
     "ADD_RANGE",
     "CAPITALS",
+    "CONVERSATION_FAMILIES",
     "CONVERSIONS",
     "DAYS",
     "DEFAULT_SIZES",
@@ -81,6 +91,7 @@ __all__ = [
     "FAMILIES",
     "FILLERS",
     "FOLLOWUP_TEMPLATES",
+    "INTENTS",
     "KEYWORDS",
     "KEYWORD_SYNONYMS",
     "MONTHS",
@@ -93,6 +104,8 @@ __all__ = [
     "OOD_WEEKDAYS",
     "OOD_WORDS",
     "QUANTITIES",
+    "REPLIES",
+    "SOCIAL_INTENTS",
     "SLOT_WORDS",
     "SPLITS",
     "STATEMENTS",
@@ -107,6 +120,7 @@ __all__ = [
     "Parse",
     "answer_for",
     "dialogues",
+    "example_prompts",
     "generate_dialogues",
     "is_correct",
     "normalize_answer",

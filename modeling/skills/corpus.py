@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from modeling.skills import conversation
 from modeling.skills.templates import FOLLOWUP_TEMPLATES, STATEMENTS, TEMPLATES, template_ids
 from modeling.skills.world import (
     _ENTITIES,
@@ -66,7 +67,8 @@ class Dialogue:
     @property
     def parse(self) -> Parse:
         """The final question as parse_user_turn reads it (equal to its parse in context)."""
-        return Parse(self.task, dict(self.slots), followup=self.family == "followup")
+        family = self.family
+        return Parse(self.task, dict(self.slots), family == "followup", family == "repair")
 
     def to_json(self) -> dict:
         """A JSONL record: {"messages": [...], "meta": {...}} (the chat fine-tuning format)."""
@@ -135,58 +137,80 @@ def _split_of(user_turns: list[str]) -> str:
     return "train" if bucket < 80 else "dev" if bucket < 90 else "test"
 
 
+def _question(rng: random.Random, task: str | None, ood_entity: bool, ood_template: bool = False):
+    """One skills question: (text, task, entity, slots, template id); task None: any task."""
+    task = task or rng.choice(TASKS)
+    entity = rng.choice(_ENTITIES[task][1 if ood_entity else 0])
+    j = _pick_template(rng, task, ood=ood_template)
+    return _render(task, j, entity), task, entity, _slots_of(task, entity), f"{task}/{j}"
+
+
+def _draw_followup(rng: random.Random, new_tpl: bool, new_ent: bool):
+    task = rng.choice(TASKS)
+    pool = _ENTITIES[task][0]
+    first = rng.choice(pool)
+    i = _pick_template(rng, task, ood=False)
+    messages: list[Message] = [
+        {"role": "user", "content": _render(task, i, first)},
+        {"role": "assistant", "content": answer_for(Parse(task, _slots_of(task, first)))},
+    ]
+    heldout = tuple(k for k, v in (("template", new_tpl), ("entity", new_ent)) if v)
+    # weekday/month/arithmetic/unit follow-ups keep the first question's direction/op/unit
+    second_pool = [
+        e
+        for e in _ENTITIES[task][1 if new_ent else 0]
+        if e != first and (task in ("capital", "spell", "reverse") or e[0] == first[0])
+    ]
+    if not second_pool:  # e.g. no held-out entity with this direction: hold out the template
+        second_pool = [e for e in pool if e != first and e[0] == first[0]]
+        new_tpl, heldout = True, ("template",)
+    entity = rng.choice(second_pool)
+    j = _pick_template(rng, "followup", ood=new_tpl)
+    text = FOLLOWUP_TEMPLATES[j].format(x=_followup_phrase(task, entity))
+    slots = _slots_of(task, entity)
+    messages += [
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": answer_for(Parse(task, slots))},
+    ]
+    return messages, task, slots, (f"{task}/{i}", f"followup/{j}"), heldout
+
+
 def _draw(rng: random.Random, family: str, split: str) -> Dialogue:
     """One dialogue of a family; for ood, a held-out template and/or entity in the last turn."""
     heldout: tuple[str, ...] = ()
     if split == "ood":
-        heldout = rng.choice([("template",), ("entity",), ("template", "entity")])
+        # social and out-of-scope turns have no entity: only their phrasing can be held out
+        kinds = [("template",)] if family in ("social", "out_of_scope") else None
+        heldout = rng.choice(kinds or [("template",), ("entity",), ("template", "entity")])
     new_tpl, new_ent = "template" in heldout, "entity" in heldout
-    messages: list[Message] = []
-    tids: list[str] = []
     if family == "followup":
-        task = rng.choice(TASKS)
-        pool = _ENTITIES[task][0]
-        first = rng.choice(pool)
-        i = _pick_template(rng, task, ood=False)
-        messages += [{"role": "user", "content": _render(task, i, first)}]
+        messages, task, slots, tids, heldout = _draw_followup(rng, new_tpl, new_ent)
+        return Dialogue(messages, family, task, slots, tids, split, heldout)
+    if family == "social":
+        messages, task, tids = conversation.social_dialogue(rng, _question, new_tpl)
+        return Dialogue(messages, family, task, {}, tids, split, heldout)
+    if family == "out_of_scope":
+        messages, task, tids = conversation.out_of_scope_dialogue(rng, _question, new_tpl)
+        return Dialogue(messages, family, task, {}, tids, split, heldout)
+    if family == "repair":
+        messages, task, slots, tids = conversation.repair_dialogue(
+            rng, _question, new_tpl, new_ent, lambda t: _ENTITIES[t][0], _slots_of
+        )
+        return Dialogue(messages, family, task, slots, tids, split, heldout)
+    messages = []
+    tids: tuple[str, ...] = ()
+    # an unrelated earlier exchange, so the model learns to read the last turn
+    if rng.random() < 0.2:
+        text, other, _, slots0, tid = _question(rng, None, False)
         messages += [
-            {"role": "assistant", "content": answer_for(Parse(task, _slots_of(task, first)))}
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": answer_for(Parse(other, slots0))},
         ]
-        tids.append(f"{task}/{i}")
-        # weekday/month/arithmetic/unit follow-ups keep the first question's direction/op/unit
-        second_pool = [
-            e
-            for e in _ENTITIES[task][1 if new_ent else 0]
-            if e != first and (task in ("capital", "spell", "reverse") or e[0] == first[0])
-        ]
-        if not second_pool:  # e.g. no held-out entity with this direction: hold out the template
-            second_pool = [e for e in pool if e != first and e[0] == first[0]]
-            new_tpl, heldout = True, ("template",)
-        entity = rng.choice(second_pool)
-        j = _pick_template(rng, "followup", ood=new_tpl)
-        text = FOLLOWUP_TEMPLATES[j].format(x=_followup_phrase(task, entity))
-        tids.append(f"followup/{j}")
-    else:
-        task = family
-        if (
-            rng.random() < 0.2
-        ):  # an unrelated earlier exchange, so the model learns to read the last turn
-            other = rng.choice(TASKS)
-            e0 = rng.choice(_ENTITIES[other][0])
-            i = _pick_template(rng, other, ood=False)
-            messages.append({"role": "user", "content": _render(other, i, e0)})
-            messages.append(
-                {"role": "assistant", "content": answer_for(Parse(other, _slots_of(other, e0)))}
-            )
-            tids.append(f"{other}/{i}")
-        entity = rng.choice(_ENTITIES[task][1 if new_ent else 0])
-        j = _pick_template(rng, task, ood=new_tpl)
-        text = _render(task, j, entity)
-        tids.append(f"{task}/{j}")
-    slots = _slots_of(task, entity)
-    messages.append({"role": "user", "content": text})
+        tids = (tid,)
+    text, task, _, slots, tid = _question(rng, family, new_ent, new_tpl)
+    messages.append({"role": "user", "content": conversation.open_with_greeting(rng, text)})
     messages.append({"role": "assistant", "content": answer_for(Parse(task, slots))})
-    return Dialogue(messages, family, task, slots, tuple(tids), split, heldout)
+    return Dialogue(messages, family, task, slots, (*tids, tid), split, heldout)
 
 
 def generate_dialogues(
@@ -249,8 +273,10 @@ def pretraining_text(n: int = 2000, seed: int = 0, include_ood: bool = True) -> 
     """Plain-text documents stating facts of the world, for next-token pretraining.
 
     Each document is 3-8 statements ("The capital of Spain is Madrid.", "After Monday comes
-    Tuesday.", "7 times 8 is 56.", "The word cat is spelled c-a-t.") in the STATEMENTS phrasings,
-    never in a question template.
+    Tuesday.", "7 times 8 is 56.", "The word cat is spelled c-a-t.") in the STATEMENTS phrasings
+    (several paraphrases of each fact, both directions), never in a question template. The
+    entities are taken in turn, a fresh shuffle per pass, so every entity is stated about equally
+    often (n * 5.5 / ~700 times each).
 
     Args:
         n: number of documents.
@@ -261,33 +287,62 @@ def pretraining_text(n: int = 2000, seed: int = 0, include_ood: bool = True) -> 
         n strings.
     """
     rng = random.Random(f"pretrain:{seed}:{include_ood}")  # noqa: S311 (seeded data, not security)
-    pools = {
-        task: pools[0] + (pools[1] if include_ood else []) for task, pools in _ENTITIES.items()
-    }
+    facts_of = [
+        (task, entity)
+        for task, pools in _ENTITIES.items()
+        for entity in pools[0] + (pools[1] if include_ood else [])
+    ]
+    # every entity in turn (a fresh shuffle per pass), so each one is stated about equally often
+    queue: list = []
     docs = []
     for _ in range(n):
         facts = []
         for _ in range(rng.randint(3, 8)):
-            task = rng.choice(TASKS)
-            entity = rng.choice(pools[task])
-            answer = answer_for(Parse(task, _slots_of(task, entity))).rstrip(".")
-            if task == "capital":
-                text = rng.choice(STATEMENTS["capital"]).format(country=entity, answer=answer)
-            elif task in ("weekday", "month"):
-                a, b = (entity[1], answer) if entity[0] == "next" else (answer, entity[1])
-                text = rng.choice(STATEMENTS[task]).format(a=a, b=b)
-            elif task == "arithmetic":
-                op, a, b = entity
-                text = rng.choice(STATEMENTS[op]).format(a=a, b=b, r=answer)
-            elif task == "unit":
-                src, q = entity
-                dst = CONVERSIONS[src][0]
-                text = rng.choice(STATEMENTS["unit"]).format(
-                    q=q, src=_unit_word(src, q), r=answer, dst=_unit_word(dst, int(answer))
-                )
-            else:
-                text = rng.choice(STATEMENTS[task]).format(word=entity, letters=answer)
-            # spelled words stay lowercase so the statement matches the letters
-            facts.append(text if task in ("spell", "reverse") else text[0].upper() + text[1:])
+            if not queue:
+                queue = list(facts_of)
+                rng.shuffle(queue)
+            facts.append(_statement(rng, *queue.pop()))
         docs.append(" ".join(facts))
     return docs
+
+
+def _statement(rng: random.Random, task: str, entity) -> str:
+    """One fact about an entity, in a random STATEMENTS paraphrase."""
+    answer = answer_for(Parse(task, _slots_of(task, entity))).rstrip(".")
+    if task == "capital":
+        text = rng.choice(STATEMENTS["capital"]).format(country=entity, answer=answer)
+    elif task in ("weekday", "month"):
+        a, b = (entity[1], answer) if entity[0] == "next" else (answer, entity[1])
+        text = rng.choice(STATEMENTS[task]).format(a=a, b=b)
+    elif task == "arithmetic":
+        op, a, b = entity
+        text = rng.choice(STATEMENTS[op]).format(a=a, b=b, r=answer)
+    elif task == "unit":
+        src, q = entity
+        dst = CONVERSIONS[src][0]
+        text = rng.choice(STATEMENTS["unit"]).format(
+            q=q, src=_unit_word(src, q), r=answer, dst=_unit_word(dst, int(answer))
+        )
+    else:
+        text = rng.choice(STATEMENTS[task]).format(word=entity, letters=answer)
+    # spelled words stay lowercase so the statement matches the letters
+    return text if task in ("spell", "reverse") else text[0].upper() + text[1:]
+
+
+# the tasks the empty chat page suggests: short questions, short checkable answers
+_EXAMPLE_TASKS = ("capital", "arithmetic", "weekday", "spell", "unit", "month", "reverse")
+
+
+def example_prompts(n: int = 3, seed: int = 0) -> list[str]:
+    """Questions a newcomer can try: training templates and entities, each from another task.
+
+    Args:
+        n: how many (at most one per task, up to 7).
+        seed: which ones (same seed, same questions).
+    Returns:
+        n user turns, e.g. ["What is the capital of Spain?", "What is 3 plus 4?", ...].
+    """
+    rng = random.Random(f"examples:{seed}")  # noqa: S311 (a suggestion, not security)
+    tasks = rng.sample(_EXAMPLE_TASKS, min(n, len(_EXAMPLE_TASKS)))
+    # the first two templates of each task are its plainest phrasings
+    return [_render(t, rng.randrange(2), rng.choice(_ENTITIES[t][0])) for t in tasks]

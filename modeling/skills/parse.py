@@ -21,12 +21,20 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from modeling.skills.intents import (
+    INTENT_TEMPLATES,
+    OOS_WORDS,
+    SOCIAL_WORDS,
+    is_complaint,
+    social_intent,
+)
 from modeling.skills.templates import DISTRACTORS, FILLERS, FOLLOWUP_TEMPLATES, TEMPLATES
 from modeling.skills.world import (
     CAPITALS,
     CONVERSIONS,
     DAYS,
     MONTHS,
+    TASKS,
     UNIT_FORMS,
     WORDS,
     Message,
@@ -75,6 +83,7 @@ _ENTITY_KINDS = ("country", "day", "month", "unit", "num", "word")
 
 def _template_words() -> set[str]:
     texts: list[str] = list(FOLLOWUP_TEMPLATES) + DISTRACTORS + FILLERS
+    texts += [t for templates in INTENT_TEMPLATES.values() for t in templates]
     for templates in TEMPLATES.values():
         for t in templates:
             texts.extend([t] if isinstance(t, str) else t)
@@ -87,8 +96,10 @@ def _template_words() -> set[str]:
 
 def _build_lexicon() -> dict[str, tuple[str, object]]:
     lex: dict[str, tuple[str, object]] = {}
-    for w in _template_words():
+    for w in _template_words() | SOCIAL_WORDS:
         lex[w] = ("fn", w)
+    for w in OOS_WORDS:
+        lex[w] = ("oos", w)
     for w in WORDS:
         lex[w] = ("word", w)
     for country in CAPITALS:
@@ -238,7 +249,8 @@ def _spell_word(toks: list[_Tok]) -> str | None:
     unknown = {
         t.surface
         for t in toks
-        if t.surface.isalpha() and (t.kind == "unk" or (not t.exact and t.kind in _ENTITY_KINDS))
+        if t.surface.isalpha()
+        and (t.kind in ("unk", "oos") or (not t.exact and t.kind in _ENTITY_KINDS))
     }
     return unknown.pop() if len(unknown) == 1 and len(next(iter(unknown))) <= 20 else None
 
@@ -356,7 +368,11 @@ def parse_user_turn(text: str, context: list[Message] | None = None) -> Parse | 
 
     Each sentence is parsed on its own; sentences that do not parse (distractors, chit-chat) are
     ignored, and sentences that parse to different questions make the turn ambiguous (None). Only
-    when no sentence is a complete question is the turn read as a follow-up of the previous turn.
+    when no sentence is a complete question is the turn read as a follow-up of the previous turn,
+    then as a complaint about the previous answer (``repair=True``: the previous question again),
+    and last as an intent of modeling.skills.intents: "out_of_scope" when a sentence asks about
+    something the world does not hold (``OOS_WORDS``), else a social intent (greeting, thanks,
+    farewell, identity).
 
     Args:
         text: the user turn, possibly perturbed.
@@ -369,16 +385,47 @@ def parse_user_turn(text: str, context: list[Message] | None = None) -> Parse | 
     if found:
         return found[0] if all(p == found[0] for p in found) else None
     prev = _context_parse(context)
-    if prev is None:
-        return None
-    found = [p for p in (_parse_followup(toks, prev) for toks in sentences) if p is not None]
-    return found[0] if found and all(p == found[0] for p in found) else None
+    if prev is not None and prev.task in TASKS:
+        # a sentence of chit-chat or an out-of-scope request is never read as a follow-up
+        # ("Goodbye, have a nice day." after a spelling question does not ask to spell "day")
+        asks = [toks for toks in sentences if not _is_chat(toks)]
+        found = [p for p in (_parse_followup(toks, prev) for toks in asks) if p is not None]
+        if found:
+            return found[0] if all(p == found[0] for p in found) else None
+        if any(is_complaint(_words(toks)) for toks in sentences):
+            return Parse(prev.task, dict(prev.slots), repair=True)
+    return _parse_intent(sentences)
+
+
+def _words(toks: list[_Tok]) -> list[str]:
+    """A sentence's words; a misspelled function or intent word becomes the word it stands for."""
+    return [t.surface if t.exact or t.kind not in ("fn", "oos") else str(t.value) for t in toks]
+
+
+def _is_chat(toks: list[_Tok]) -> bool:
+    return any(t.kind == "oos" for t in toks) or social_intent(_words(toks)) is not None
+
+
+def _parse_intent(sentences: list[list[_Tok]]) -> Parse | None:
+    """A turn that asks no skills question: an out-of-scope request, else a social intent."""
+    intents = set()
+    for toks in sentences:
+        if any(t.kind == "oos" for t in toks):
+            return Parse("out_of_scope", {})
+        intent = social_intent(_words(toks))
+        if intent is not None:
+            intents.add(intent)
+    for intent in ("identity", "farewell", "thanks", "greeting"):
+        if intent in intents:
+            return Parse(intent, {})
+    return None
 
 
 _SLOT_KINDS = {
     "capital": {"country"}, "weekday": {"day"}, "month": {"month"}, "arithmetic": {"num"},
     "unit": {"num", "unit"}, "spell": set(), "reverse": set(),
 }  # fmt: skip
+_SLOT_KINDS.update({intent: set() for intent in INTENT_TEMPLATES})
 
 
 def slot_spans(text: str, context: list[Message] | None = None) -> list[tuple[int, int]]:

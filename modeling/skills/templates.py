@@ -6,7 +6,8 @@ Directional tasks give (next, prev) forms, arithmetic (add, sub, mul); one templ
 
 from __future__ import annotations
 
-from modeling.skills.world import FAMILIES
+from modeling.skills.intents import INTENT_TEMPLATES
+from modeling.skills.world import TASKS
 
 N_OOD_TEMPLATES = 2  # the last templates of every list are held out for the ood split
 
@@ -164,20 +165,40 @@ FOLLOWUP_TEMPLATES = [
     "Could you do the same for {x}?",
     "Let's try {x} instead.",
 ]
-# plain statements of facts for pretraining text
+# plain statements of facts for pretraining text: several paraphrases of every fact, in both
+# directions ("the day after Thursday is Friday", "Thursday comes before Friday"), so that a fact
+# only ever read can still be retrieved by a question (knowledge augmentation, Allen-Zhu & Li,
+# "Physics of Language Models 3.1")
 STATEMENTS: dict[str, list[str]] = {
     "capital": ["The capital of {country} is {answer}.", "{answer} is the capital of {country}.",
-                "{country} has {answer} as its capital."],
+                "{country} has {answer} as its capital.",
+                "The capital city of {country} is {answer}.",
+                "{answer} is the capital city of {country}.", "{country}'s capital is {answer}.",
+                "The government of {country} sits in {answer}, its capital."],
     "weekday": ["After {a} comes {b}.", "The day after {a} is {b}.", "The day before {b} is {a}.",
-                "{a} is followed by {b}."],
+                "{a} is followed by {b}.", "{b} comes after {a}.", "{a} comes before {b}.",
+                "{b} follows {a}.", "{a} precedes {b}.", "If today is {a}, tomorrow is {b}.",
+                "If today is {b}, yesterday was {a}.", "The next day after {a} is {b}."],
     "month": ["After {a} comes {b}.", "The month after {a} is {b}.", "The month before {b} is {a}.",
-              "{a} is followed by {b}."],
-    "add": ["{a} plus {b} is {r}.", "{a} + {b} = {r}.", "The sum of {a} and {b} is {r}."],
-    "sub": ["{a} minus {b} is {r}.", "{a} - {b} = {r}.", "Taking {b} from {a} leaves {r}."],
-    "mul": ["{a} times {b} is {r}.", "{a} * {b} = {r}.", "The product of {a} and {b} is {r}."],
-    "unit": ["{q} {src} is {r} {dst}.", "There are {r} {dst} in {q} {src}."],
-    "spell": ["The word {word} is spelled {letters}.", "{word} is spelled {letters}."],
-    "reverse": ["{word} backwards is {letters}.", "The word {word} reversed is {letters}."],
+              "{a} is followed by {b}.", "{b} comes after {a}.", "{a} comes before {b}.",
+              "{b} follows {a}.", "{a} precedes {b}.", "If this month is {a}, next month is {b}.",
+              "If this month is {b}, last month was {a}.", "The next month after {a} is {b}."],
+    "add": ["{a} plus {b} is {r}.", "{a} + {b} = {r}.", "The sum of {a} and {b} is {r}.",
+            "Adding {a} and {b} gives {r}.", "{b} plus {a} is {r}.", "{r} is {a} plus {b}."],
+    "sub": ["{a} minus {b} is {r}.", "{a} - {b} = {r}.", "Taking {b} from {a} leaves {r}.",
+            "The difference between {a} and {b} is {r}.", "Subtracting {b} from {a} gives {r}.",
+            "{r} is {a} minus {b}."],
+    "mul": ["{a} times {b} is {r}.", "{a} * {b} = {r}.", "The product of {a} and {b} is {r}.",
+            "Multiplying {a} by {b} gives {r}.", "{b} times {a} is {r}.", "{r} is {a} times {b}."],
+    "unit": ["{q} {src} is {r} {dst}.", "There are {r} {dst} in {q} {src}.",
+             "{q} {src} equals {r} {dst}.", "{r} {dst} make {q} {src}.",
+             "In {q} {src} there are {r} {dst}."],
+    "spell": ["The word {word} is spelled {letters}.", "{word} is spelled {letters}.",
+              "The letters of {word} are {letters}.", "Spelled out, {word} is {letters}.",
+              "Letter by letter, {word} is {letters}."],
+    "reverse": ["{word} backwards is {letters}.", "The word {word} reversed is {letters}.",
+                "Reversed, {word} is {letters}.", "{word} spelled backwards is {letters}.",
+                "In reverse, {word} is {letters}."],
 }  # fmt: skip
 FILLERS = [
     "please", "hey", "um", "uh", "well", "so", "okay", "ok", "just", "quickly", "kindly",
@@ -191,23 +212,28 @@ DISTRACTORS = [
 ]  # fmt: skip
 
 
+def _template_list(name: str) -> list:
+    if name == "followup":
+        return FOLLOWUP_TEMPLATES
+    return TEMPLATES[name] if name in TEMPLATES else INTENT_TEMPLATES[name]
+
+
 def template_ids(task_or_followup: str, ood: bool = False) -> list[str]:
-    """Template ids of a task (or "followup"): in-distribution ones, or the held-out ones.
+    """Template ids of a task, "followup" or an intent list: in-distribution or held-out ones.
 
     Args:
-        task_or_followup: one of TASKS or "followup".
+        task_or_followup: one of TASKS, "followup", or a key of intents.INTENT_TEMPLATES
+            ("greeting", "thanks", "farewell", "identity", "out_of_scope", "complaint").
         ood: False for the training templates, True for the held-out templates.
     Returns:
         ids like "capital/3".
     """
-    count = len(
-        FOLLOWUP_TEMPLATES if task_or_followup == "followup" else TEMPLATES[task_or_followup]
-    )
+    count = len(_template_list(task_or_followup))
     first_ood = count - N_OOD_TEMPLATES
     idx = range(first_ood, count) if ood else range(first_ood)
     return [f"{task_or_followup}/{i}" for i in idx]
 
 
 OOD_TEMPLATE_IDS: frozenset[str] = frozenset(
-    tid for name in FAMILIES for tid in template_ids(name, ood=True)
+    tid for name in (*TASKS, "followup", *INTENT_TEMPLATES) for tid in template_ids(name, ood=True)
 )

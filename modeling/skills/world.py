@@ -33,6 +33,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from modeling.skills.intents import REPLIES, SOCIAL_INTENTS
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 CAPITALS: dict[str, str] = {
@@ -97,7 +99,10 @@ SUB_RANGE = range(0, 13)  # 0 <= b <= a <= 12, so answers are never negative
 MUL_RANGE = range(0, 10)  # a, b in 0..9
 
 TASKS = ("arithmetic", "capital", "weekday", "month", "spell", "reverse", "unit")
-FAMILIES = TASKS + ("followup",)
+# the conversational families (modeling.skills.intents): greetings/thanks/farewells/who-are-you,
+# out-of-scope requests, and repair dialogues (a complaint after an answer)
+CONVERSATION_FAMILIES = ("social", "out_of_scope", "repair")
+FAMILIES = TASKS + ("followup",) + CONVERSATION_FAMILIES
 SPLITS = ("train", "dev", "test", "ood")
 
 
@@ -158,19 +163,26 @@ def _shift(seq: list[str], item: str, direction: str) -> str:
 class Parse:
     """What a user turn asks: a task and its slots. Equality ignores how it was resolved.
 
-    task: one of TASKS. slots: see the module docstring. followup: the turn only made sense with
-    the previous user turn. It takes part in equality on purpose: a perturbation that turns a
-    self-contained question into one that only parses through the context has lost words that
-    carried meaning, so the oracle rejects it.
+    task: one of TASKS, or an intent of modeling.skills.intents (slots then empty).
+    slots: see the module docstring. followup: the turn only made sense with the previous user
+    turn. It takes part in equality on purpose: a perturbation that turns a self-contained
+    question into one that only parses through the context has lost words that carried meaning,
+    so the oracle rejects it. repair: the turn disputes the previous reply ("That is not
+    right."), so it asks the previous question again (task and slots are that question's).
     """
 
     task: str
     slots: dict
     followup: bool = False
+    repair: bool = False
 
     @property
     def family(self) -> str:
-        """The family a parsed question reports under: its task."""
+        """The family a parsed turn reports under: its task, "repair", or its intent's family."""
+        if self.repair:
+            return "repair"
+        if self.task in SOCIAL_INTENTS:
+            return "social"
         return self.task
 
 
@@ -181,11 +193,13 @@ def answer_for(parse: Parse, context: list[Message] | None = None) -> str:
         parse: a Parse from parse_user_turn (follow-ups are already resolved against their context).
         context: unused; accepted so callers can pass the conversation uniformly.
     Returns:
-        the canonical answer, e.g. "Madrid.", "42.", "h-e-l-l-o.".
+        the canonical answer, e.g. "Madrid.", "42.", "h-e-l-l-o.", or an intent's reply.
     Raises:
         ValueError: when the world has no answer (unknown entity or conversion).
     """
     s = parse.slots
+    if parse.task in REPLIES:
+        return REPLIES[parse.task]
     if parse.task == "arithmetic":
         a, b = s["a"], s["b"]
         result = {"add": a + b, "sub": a - b, "mul": a * b}[s["op"]]

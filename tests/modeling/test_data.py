@@ -37,7 +37,10 @@ def _jsonl(tmp_path, records, name="chats.jsonl"):
 
 
 def _dialogue_file(tmp_path, n, seed):
-    dialogues = skills.generate_dialogues("train", n, seed=seed)
+    # question dialogues: short replies, all of them learned (a repair's wrong reply is not)
+    dialogues = skills.generate_dialogues(
+        "train", n, seed=seed, families=(*skills.TASKS, "followup")
+    )
     return dialogues, _jsonl(tmp_path, [d.to_json() for d in dialogues])
 
 
@@ -76,7 +79,7 @@ def test_pretraining_of_a_short_text_still_gives_one_full_row(tokenizer):
 
 def test_sft_targets_are_the_assistant_tokens_and_end_only(tmp_path, chat_format, tokenizer):
     dialogues, spec = _dialogue_file(tmp_path, 16, seed=2)
-    seq_len = 64
+    seq_len = 128  # every dialogue whole (digits are single tokens, so numbers take several)
     examples, dropped = _sft(chat_format, spec, seq_len)
     assert (len(examples), dropped) == (16, 0)
     batches = Batches(

@@ -413,7 +413,8 @@ def test_beam_search_is_served_outside_the_batch(model, tokenizer, background):
     deltas, fin = drain(h)  # without a loop, waiting on the beam drives the batch meanwhile
     ref = generate(model, p_ids, beam)
     assert list(fin.token_ids) == ref
-    assert fin.text == tokenizer.decode(ref)
+    # the decoder's documented rule: a trailing half character is dropped at the end
+    assert fin.text == tokenizer.decode(ref).rstrip("\ufffd")
     assert "".join(d.text for d in deltas) == fin.text
     assert list(other.result(timeout=30).token_ids) == generate(model, p_ids, other._seq.params)
     engine.stop()

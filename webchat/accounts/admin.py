@@ -36,7 +36,7 @@ class ApiKeyInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("name", "prefix", "created_at", "last_used_at")
+    readonly_fields = fields  # revoking is the keys page's action; a revoked key stays revoked
 
     def has_add_permission(self, request, obj=None):
         return False  # keys are created by their owner, who alone sees them once
@@ -131,16 +131,46 @@ class UserAdmin(DjangoUserAdmin):
             body,
         )
 
-    @admin.action(description="Deactivate selected users (they are logged out of chat and API)")
+    def has_change_permission(self, request, obj=None):
+        # Only a superuser changes a superuser (password, activity, permissions): otherwise
+        # anyone who may edit users could lock out or take over the site's owners.
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        # Nor does anyone else make a superuser, themselves included.
+        return fields if request.user.is_superuser else (*fields, "is_superuser")
+
+    def _changeable(self, request, queryset):
+        """The selected users this staff member may switch on or off, with a warning for the
+        rest (their own account; superusers, unless they are one)."""
+        if not request.user.is_superuser and queryset.filter(is_superuser=True).exists():
+            messages.error(request, "Only a superuser can activate or deactivate a superuser.")
+            queryset = queryset.exclude(is_superuser=True)
+        return queryset
+
+    @admin.action(
+        description="Deactivate selected users (they are logged out of chat and API)",
+        permissions=("change",),
+    )
     def deactivate_users(self, request, queryset):
+        queryset = self._changeable(request, queryset)
         count = queryset.exclude(pk=request.user.pk).update(is_active=False)
         if queryset.filter(pk=request.user.pk).exists():
             messages.warning(request, "You cannot deactivate your own account.")
         messages.success(request, f"Deactivated {count} user(s).")
 
-    @admin.action(description="Activate selected users")
+    @admin.action(description="Activate selected users", permissions=("change",))
     def activate_users(self, request, queryset):
-        messages.success(request, f"Activated {queryset.update(is_active=True)} user(s).")
+        count = self._changeable(request, queryset).update(is_active=True)
+        messages.success(request, f"Activated {count} user(s).")
 
 
 @admin.register(ApiKey)
@@ -148,13 +178,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("user__username", "name", "prefix")
-    readonly_fields = ("user", "name", "prefix", "key_hash", "created_at", "last_used_at")
+    # revoked_at too: a key is revoked by the action below and can never be revived
+    readonly_fields = (
+        "user",
+        "name",
+        "prefix",
+        "key_hash",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
     actions = ["revoke"]
 
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=("change",))
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         messages.success(request, f"Revoked {count} key(s).")

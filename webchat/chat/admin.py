@@ -1,5 +1,6 @@
 """Conversations, messages and feedback in the admin. Their pages show conversation content, so
-every access is written to the curation audit log."""
+every access is written to the curation audit log. What users wrote, who owns a conversation and
+whether they consented to training use are theirs: staff read them here and cannot change them."""
 
 from django.contrib import admin
 
@@ -25,6 +26,7 @@ class ConversationAdmin(AuditedContentAdmin):
     list_filter = ("training_consent",)
     search_fields = ("title", "owner__username")
     list_select_related = ("owner", "model_version")
+    readonly_fields = ("owner", "title", "system_prompt", "training_consent", "created_at")
     inlines = [MessageInline]
     audit_view = "chat admin: conversation"
     audit_conversation = "pk"
@@ -44,7 +46,7 @@ class MessageAdmin(AuditedContentAdmin):
     list_filter = ("role", "status")
     search_fields = ("content", "conversation__owner__username")
     list_select_related = ("conversation", "model_version")
-    raw_id_fields = ("conversation", "parent")
+    readonly_fields = [f.name for f in Message._meta.fields]
     audit_view = "chat admin: message"
 
 
@@ -66,7 +68,7 @@ class FeedbackAdmin(AuditedContentAdmin):
     list_filter = ("rating", "reason", "message__conversation__training_consent")
     search_fields = ("comment", "corrected_reply", "message__content", "user__username")
     list_select_related = ("user", "message__parent", "message__conversation")
-    raw_id_fields = ("message", "user")
+    readonly_fields = [f.name for f in Feedback._meta.fields]
     audit_view = "chat admin: feedback"
     audit_conversation = "message.conversation_id"
 

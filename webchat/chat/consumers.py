@@ -12,6 +12,7 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from webchat import metrics, turnlog
 from webchat.chat import selectors, services
 from webchat.chat.deltas import APPLIED, GAP, StreamedText
 from webchat.chat.markdown import render_markdown
@@ -36,9 +37,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # reply re-rendered to HTML.
         self.streams: dict[int, StreamedText] = {}
         await self.accept()
+        metrics.websocket_opened(self)
         await self.send_frame({"type": "hello", "user": user.get_username()})
 
     async def disconnect(self, code):
+        metrics.websocket_closed(self)
         if getattr(self, "conversation_id", None) is not None:
             await self.channel_layer.group_discard(
                 group_name(self.conversation_id), self.channel_name
@@ -47,6 +50,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- client frames ----------------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None):
+        turnlog.bind(None)  # a frame's log lines name the reply it is about, not the last one
         ref = None
         try:
             frame = self.parse(text_data, bytes_data)
@@ -183,6 +187,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def start_turn(self, ref, service, **fields) -> None:
         """Run a turn service (send, regenerate, edit) and tell the client what it queued."""
         turn = await db(service)(user=self.user, **fields)
+        turnlog.bind(turn.assistant_message.pk)
         await self.watch(turn.conversation.pk)
         # Read after joining: the worker may already have streamed into the reply.
         reply = await db(selectors.message_snapshot)(

@@ -7,11 +7,16 @@ never turns model text into HTML itself.
 import nh3
 from markdown_it import MarkdownIt
 
+from webchat.chat.highlight import TOKEN_CLASSES, highlight
+
 # html=False: raw HTML in the source is shown as text, never passed through. nh3 then strips
 # anything the renderer itself should never emit (defence in depth: a renderer bug or plugin
 # must not become an XSS).
 _md = (
-    MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    MarkdownIt(
+        "commonmark",
+        {"html": False, "linkify": False, "typographer": False, "highlight": highlight},
+    )
     .enable(["table", "strikethrough"])
     .disable("image")
 )  # an <img> would make every reader's browser fetch a URL the model chose
@@ -25,6 +30,7 @@ _ALLOWED_TAGS = {
     "s",
     "code",
     "pre",
+    "span",
     "blockquote",
     "ul",
     "ol",
@@ -71,4 +77,7 @@ def render_markdown(text: str) -> str:
         link_rel="noopener noreferrer nofollow",
         set_tag_attribute_values={"a": {"target": "_blank"}},
         filter_style_properties={"text-align"},
+        # Pygments' token spans keep only its own short class names, nothing a reply could aim at
+        # the page's own CSS.
+        allowed_classes={"span": TOKEN_CLASSES},
     )

@@ -100,3 +100,28 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"feedback on {self.message_id}: {self.rating:+d}"
+
+
+class SharedLink(models.Model):
+    """A read-only link to a frozen copy of one branch of a conversation. The copy is taken when
+    the link is made, so later turns, edits and other branches never show through it."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="shared_links"
+    )
+    # The last message of the shared branch, so the owner can tell their links apart.
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    token = models.CharField(max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    # [{"role": ..., "content": ..., "status": ...}, ...] from the root to `message`.
+    messages = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"shared link {self.pk} to {self.conversation_id}"

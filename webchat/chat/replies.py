@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from webchat import metrics
 from webchat.chat.models import ACTIVE_STATUSES, Message
 
 log = logging.getLogger(__name__)
@@ -40,15 +42,26 @@ class _PushLoop:
     channels-redis keeps its connection pool per event loop, so each push would also open a new
     Redis connection: about 2.5 ms a push against about 0.4 ms on a loop that lives on. Each
     process (a forked pool child too) starts its own on first use.
+
+    When Redis goes away the pushes fail; the loop and its pools are then thrown away and a new
+    one is made on the next push after RETRY_AFTER_S (pushes meanwhile are skipped: the row is
+    saved, and a client that reconnects reads it), so a Redis restart costs the pushes of the
+    outage and never the process.
     """
+
+    RETRY_AFTER_S = 1.0
 
     def __init__(self):
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = None
+        self._broken_until = 0.0
 
-    def get(self) -> asyncio.AbstractEventLoop:
+    def get(self) -> asyncio.AbstractEventLoop | None:
+        """The live loop, or None while a broken one waits out RETRY_AFTER_S."""
         with self._lock:
+            if time.monotonic() < self._broken_until:
+                return None
             if self._loop is None or self._pid != os.getpid() or not self._loop.is_running():
                 loop = asyncio.new_event_loop()
                 started = threading.Event()
@@ -60,8 +73,26 @@ class _PushLoop:
                 self._loop, self._pid = loop, os.getpid()
             return self._loop
 
+    def broken(self, loop: asyncio.AbstractEventLoop, exc: Exception) -> None:
+        """Drop `loop` (and with it the layer's connections made on it) after a failed push."""
+        with self._lock:
+            if self._loop is not loop:
+                return  # another thread already replaced it
+            self._loop = None
+            self._broken_until = time.monotonic() + self.RETRY_AFTER_S
+        log.warning(
+            "channel layer push failed (%s: %s); reconnecting in %.0f s, pushes skipped meanwhile",
+            exc.__class__.__name__,
+            exc,
+            self.RETRY_AFTER_S,
+        )
+        # channels-redis keeps its connections per loop (`_layers`); the next loop gets new ones.
+        getattr(get_channel_layer(), "_layers", {}).pop(loop, None)
+        loop.call_soon_threadsafe(loop.stop)
+
 
 _push_loop = _PushLoop()
+PUSH_TIMEOUT_S = 5.0
 
 
 def push(conversation_id: int, event: dict) -> None:
@@ -74,13 +105,25 @@ def push(conversation_id: int, event: dict) -> None:
         loop = SERVER_LOOP
         if loop is not None and loop.is_running() and not settings.REDIS_URL:
             # The in-memory layer lives on the server's loop and is not thread-safe.
-            asyncio.run_coroutine_threadsafe(coro_factory(), loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(coro_factory(), loop).result(timeout=PUSH_TIMEOUT_S)
         elif type(layer).__module__.startswith("channels_redis"):
-            asyncio.run_coroutine_threadsafe(coro_factory(), _push_loop.get()).result(timeout=5)
+            _push_redis(coro_factory)
         else:
             async_to_sync(layer.group_send)(group_name(conversation_id), event)
     except Exception:  # a push failure must never fail the generation: the row is saved
         log.exception("push to conversation %s failed", conversation_id)
+
+
+def _push_redis(coro_factory) -> None:
+    loop = _push_loop.get()
+    if loop is None:
+        return  # Redis was just unreachable: skip rather than stall the reply
+    future = asyncio.run_coroutine_threadsafe(coro_factory(), loop)
+    try:
+        future.result(timeout=PUSH_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - redis and asyncio raise many kinds; all mean "gone"
+        future.cancel()
+        _push_loop.broken(loop, exc)
 
 
 def message_claim(*, message_id: int) -> Message | None:
@@ -140,6 +183,7 @@ def message_finish(
         updated = Message.objects.filter(pk=message_id, status__in=ACTIVE_STATUSES).update(**fields)
     if not updated:
         return None
+    metrics.reply_finished(status)
     message = Message.objects.get(pk=message_id)
     push(message.conversation_id, done_event(message))
     return message
@@ -169,6 +213,7 @@ def message_stop_queued(*, message_id: int) -> Message | None:
     )
     if not updated:
         return None
+    metrics.reply_finished(Message.Status.STOPPED)
     message = Message.objects.get(pk=message_id)
     push(message.conversation_id, done_event(message))
     return message
@@ -192,8 +237,19 @@ def queue_position(*, message_id: int) -> int:
     return Message.objects.filter(status=Message.Status.QUEUED, pk__lt=message_id).count()
 
 
+def messages_queued_since(*, older_than_s: float) -> list[int]:
+    """Ids of the replies still queued `older_than_s` seconds after they were made (the reaper
+    asks whether anybody holds their tasks)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    return list(
+        Message.objects.filter(status=Message.Status.QUEUED, created_at__lt=cutoff)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def messages_reap_interrupted(
-    *, heartbeat_timeout_s: float | None = None, queued_timeout_s: float = 900
+    *, heartbeat_timeout_s: float | None = None, queued_timeout_s: float | None = None
 ) -> list[int]:
     """Mark streaming messages whose heartbeat lapsed (worker killed, machine lost), and queued
     ones no worker took within `queued_timeout_s`, as interrupted; tell their watchers.
@@ -202,6 +258,7 @@ def messages_reap_interrupted(
         The ids of the messages marked.
     """
     timeout = heartbeat_timeout_s or settings.WEBCHAT["HEARTBEAT_TIMEOUT_S"]
+    queued_timeout_s = queued_timeout_s or settings.WEBCHAT["QUEUED_TIMEOUT_S"]
     now = timezone.now()
     lapsed = Message.objects.filter(
         Q(status=Message.Status.STREAMING, heartbeat_at__lt=now - timedelta(seconds=timeout))
@@ -220,6 +277,7 @@ def messages_reap_interrupted(
             status=Message.Status.INTERRUPTED, error=reason, finished_at=now
         )
         if updated:
+            metrics.reply_finished(Message.Status.INTERRUPTED)
             message.refresh_from_db()
             push(message.conversation_id, done_event(message))
             reaped.append(message.pk)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from webchat.chat.markdown import render_markdown
 from webchat.chat.models import Conversation, Feedback, Message
 from webchat.chat.validation import ChatInputError, reply_token_cap
+from webchat.registry.selectors import model_version_sampling
 
 
 def conversation_list(*, user, query: str = "", limit: int = 200) -> list[dict]:
@@ -149,6 +150,7 @@ def models_available() -> list[dict]:
             "family": v.family,
             "n_params": v.n_params,
             "max_new_tokens": reply_token_cap(v.context_length),
+            "sampling": model_version_sampling(v),  # its recommended decoding settings
         }
         for v in versions
     ]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webchat.chat import views
+from webchat.chat import share_views, views
 
 app_name = "chat"
 urlpatterns = [
@@ -34,6 +34,17 @@ urlpatterns = [
         views.conversation_delete,
         name="conversation_delete",
     ),
+    path(
+        "conversations/<int:conversation_id>/shares",
+        share_views.conversation_shares,
+        name="conversation_shares",
+    ),
+    path(
+        "shares/<int:shared_link_id>/revoke",
+        share_views.shared_link_revoke,
+        name="shared_link_revoke",
+    ),
+    path("s/<slug:token>/", share_views.shared_page, name="shared"),
     path("settings/", views.settings_page, name="settings"),
     path("settings/export.json", views.data_export, name="data_export"),
 ]

@@ -73,13 +73,23 @@ def reply_token_cap(context_length: int) -> int | None:
     return max(1, context_length // 2) if context_length else None
 
 
-def param_ranges(max_tokens: int | None = None) -> dict:
-    """The ranges the settings panel shows, as JSON."""
+def _default(name: str, model_defaults: dict | None):
+    """A parameter's default: the model's recommendation when it makes one within the range."""
+    spec = PARAMS[name]
+    value = (model_defaults or {}).get(name)
+    if value is None or not spec.low <= value <= spec.high:
+        return spec.default
+    return spec.kind(value)
+
+
+def param_ranges(max_tokens: int | None = None, model_defaults: dict | None = None) -> dict:
+    """The ranges the settings panel shows, as JSON (defaults: the model's recommendation, else
+    the site's)."""
     ranges = {
         name: {
             "min": r.low,
             "max": r.high,
-            "default": r.default,
+            "default": _default(name, model_defaults),
             "label": r.label,
             "step": 1 if r.kind is int else 0.05,
         }
@@ -112,13 +122,16 @@ def _fmt(x) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def validate_params(raw, *, max_tokens: int) -> dict:
+def validate_params(raw, *, max_tokens: int, model_defaults: dict | None = None) -> dict:
     """Check a sampling-parameter dict from a client; return the full dict the worker uses.
 
     Args:
         raw: the client's dict (missing keys take defaults; unknown keys are refused so a typo
             is not silently ignored).
         max_tokens: this user's cap on max_new_tokens.
+        model_defaults: the model's recommended settings (modeling.generation_config
+            .recommended_sampling); they replace the site's defaults for the keys the client
+            leaves out.
 
     Returns:
         Keys of modeling.sampling.SamplingParams: max_new_tokens, temperature, top_k, top_p,
@@ -142,7 +155,7 @@ def validate_params(raw, *, max_tokens: int) -> dict:
     out = {}
     for name, spec in PARAMS.items():
         high = min(spec.high, max_tokens) if name == "max_new_tokens" else spec.high
-        default = min(spec.default, high)
+        default = min(_default(name, model_defaults), high)
         out[name] = _number(name, raw[name], spec, high) if raw.get(name) is not None else default
     seed = raw.get("seed")
     if seed is not None:

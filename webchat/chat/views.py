@@ -6,6 +6,7 @@ sidebar's JSON endpoints, exports and the settings page.
 
 import functools
 import json
+import time
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from modeling.skills import example_prompts
 from webchat.accounts import services as accounts
 from webchat.chat import selectors, services
 from webchat.chat.validation import ChatInputError, limits, param_ranges, user_max_tokens
@@ -59,6 +61,11 @@ def _body(request) -> dict:
     return data
 
 
+def _active_sampling(models: list[dict]) -> dict:
+    active = next((m for m in models if m["status"] == "active"), None)
+    return active["sampling"] if active else {}
+
+
 @ensure_csrf_cookie
 @login_required
 @require_GET
@@ -70,12 +77,15 @@ def index(request, conversation_id: int | None = None):
         except ChatInputError:
             raise Http404("No such conversation.") from None
     profile = accounts.profile_ensure(user=request.user)
+    models = selectors.models_available()
     page = {
         "user": request.user.get_username(),
         "conversation_id": conversation_id,
         "conversations": selectors.conversation_list(user=request.user),
-        "params": param_ranges(user_max_tokens(request.user)),
-        "models": selectors.models_available(),
+        "params": param_ranges(user_max_tokens(request.user), _active_sampling(models)),
+        "models": models,
+        # the empty state's suggestions: questions of the skills world the default model answers
+        "examples": example_prompts(3, seed=int(time.time()) // 3600),  # new ones every hour
         "limits": {
             "max_message_chars": limits()["max_message_chars"],
             "max_system_prompt_chars": limits()["max_system_prompt_chars"],

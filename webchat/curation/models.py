@@ -253,8 +253,14 @@ class LoopSettings(SingleRow):
         verbose_name_plural = "learning loop settings"
 
     def clean(self):
+        from webchat.registry.hyperparameters import HyperparameterError, hyperparameters_validate
+
         if not 0.0 <= self.clean_share <= 0.95:
             raise ValidationError({"clean_share": "Use a share between 0 and 0.95."})
+        try:  # the loop's runs take these: the same allow-list as a run started by hand
+            hyperparameters_validate(self.finetune_hyperparameters or {})
+        except HyperparameterError as exc:
+            raise ValidationError({"finetune_hyperparameters": exc.errors}) from exc
 
 
 class ConversationAccessLog(models.Model):
@@ -288,3 +294,7 @@ class FlaggedTurn(Feedback):
         proxy = True
         verbose_name = "flagged reply or correction"
         verbose_name_plural = "flagged replies and corrections"
+
+
+# The review models live in their own module; importing them here registers them with the app.
+from webchat.curation.review_models import ReviewPolicy, SampleReview  # noqa: E402, F401

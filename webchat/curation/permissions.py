@@ -20,6 +20,7 @@ CURATOR_PERMISSIONS = [
     ("curation", "add_dataset"),
     ("curation", "build_dataset"),
     ("curation", "view_loopsettings"),
+    ("curation", "view_reviewpolicy"),
     ("registry", "view_modelversion"),
     ("registry", "view_trainingrun"),
     ("registry", "add_trainingrun"),

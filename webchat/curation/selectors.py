@@ -38,17 +38,38 @@ def turn_context(user_message: Message) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + chain
 
 
+def samples_consented(queryset: QuerySet | None = None) -> QuerySet:
+    """Samples whose source conversation's owner consents to training use now (or that come
+    from no conversation, like the skills split): a withdrawn consent hides a user's samples
+    from every curation page and every later dataset build.
+
+    Args:
+        queryset: AdversarialSample rows to filter (default: all).
+    """
+    qs = AdversarialSample.objects.all() if queryset is None else queryset
+    return qs.filter(
+        Q(source_message__isnull=True) | Q(source_message__conversation__training_consent=True)
+    )
+
+
 def samples_for_dataset(*, only_valid: bool = True, kinds=None) -> QuerySet:
     """Approved samples that may go into a dataset: never from a conversation whose owner has not
     consented (or withdrew consent since the sample was made)."""
-    qs = AdversarialSample.objects.filter(status=AdversarialSample.Review.APPROVED).filter(
-        Q(source_message__isnull=True) | Q(source_message__conversation__training_consent=True)
-    )
+    qs = samples_consented().filter(status=AdversarialSample.Review.APPROVED)
     if only_valid:
         qs = qs.exclude(valid=False)
     if kinds:
         qs = qs.filter(kind__in=list(kinds))
     return qs.order_by("id")
+
+
+def dataset_conversation_ids(*, dataset) -> list[int]:
+    """The conversations a dataset version took samples from (its file holds their text)."""
+    return list(
+        dataset.samples.filter(source_message__isnull=False)
+        .values_list("source_message__conversation_id", flat=True)
+        .distinct()
+    )
 
 
 def approved_not_in_any_dataset() -> QuerySet:

@@ -21,6 +21,7 @@ from webchat.curation.models import (
     CurationJob,
     Dataset,
 )
+from webchat.curation.reviews import sample_verdicts_record
 from webchat.curation.selectors import (
     approved_not_in_any_dataset,
     flagged_feedback,
@@ -112,16 +113,17 @@ def access_log_record(*, user, conversation_ids, view: str, request=None) -> int
 
 
 def sample_review(*, user, samples, status: str, explanation: str = "") -> int:
-    """Approve or reject samples; the reviewer is added to each sample's reviewers.
+    """Record `user`'s verdict (approve or reject) on samples; each sample's status follows from
+    all its reviewers' verdicts under the review policy (webchat.curation.reviews).
 
     Args:
         user: the curator; needs curation.review_adversarialsample.
         samples: a queryset or iterable of AdversarialSample.
-        status: "approved" or "rejected".
-        explanation: why (kept on the sample; an empty one keeps what was there).
+        status: the verdict, "approved" or "rejected".
+        explanation: why (kept on the review and the sample; an empty one keeps what was there).
 
     Returns:
-        The number of samples changed.
+        The number of samples the verdict was recorded on.
 
     Raises:
         PermissionDenied: the user may not review.
@@ -131,18 +133,9 @@ def sample_review(*, user, samples, status: str, explanation: str = "") -> int:
         raise PermissionDenied("You may not approve or reject adversarial samples.")
     if status not in (AdversarialSample.Review.APPROVED, AdversarialSample.Review.REJECTED):
         raise CurationError(f"status must be approved or rejected, not {status!r}")
-    now = timezone.now()
-    changed = 0
-    with transaction.atomic():
-        for sample in samples:
-            sample.status = status
-            sample.reviewed_at = now
-            if explanation:
-                sample.explanation = explanation
-            sample.save(update_fields=["status", "reviewed_at", "explanation"])
-            sample.reviewers.add(user)
-            changed += 1
-    return changed
+    return sample_verdicts_record(
+        user=user, samples=samples, verdict=status, explanation=explanation
+    )
 
 
 # ---- samples from corrections ----------------------------------------------------------------
@@ -318,14 +311,24 @@ def dataset_build(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"v{version}.jsonl"
     records = [s.training_record() for s in samples] + list(clean_records)
+    # Written beside its name and linked in only when complete: a full disk leaves no half
+    # snapshot behind (and no name a retry would then refuse as taken).
+    partial = directory / f".v{version}.jsonl.partial-{os.getpid()}"
     try:
-        with open(path, "x", encoding="utf-8") as f:  # "x": never overwrite a snapshot
+        with open(partial, "w", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(partial, path)  # fails if the name exists: a snapshot is never overwritten
     except FileExistsError as exc:
         raise CurationError(
             f"{path} already exists; a dataset snapshot is never rewritten"
         ) from exc
+    except OSError as exc:
+        raise CurationError(f"could not write dataset {path}: {exc.strerror or exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
     os.chmod(path, 0o444)
     counts = {
         "records": len(records),

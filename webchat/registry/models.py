@@ -220,15 +220,21 @@ class PromotionPolicy(SingleRow):
         verbose_name_plural = "promotion policy"
 
     def clean(self):
+        from webchat.registry.hyperparameters import BUILTIN_SOURCES
+
         if not 0.0 < self.gate_confidence < 1.0:
             raise ValidationError({"gate_confidence": "Use a coverage between 0 and 1, e.g. 0.9."})
         if not 0.0 <= self.replay_share < 1.0:
             raise ValidationError({"replay_share": "Use a share from 0 up to (not including) 1."})
+        # The recipe's own data only: a file named here would be read by every fine-tune.
         if not isinstance(self.replay_sources, list) or not all(
-            isinstance(s, str) and s for s in self.replay_sources
+            s in BUILTIN_SOURCES for s in self.replay_sources
         ):
             raise ValidationError(
-                {"replay_sources": 'A list of data sources, e.g. ["skills:train", "skills-text"].'}
+                {
+                    "replay_sources": "A list of the built-in sources "
+                    f"{', '.join(BUILTIN_SOURCES)} (never a file)."
+                }
             )
 
     def eval_config(self) -> dict:

@@ -1,8 +1,11 @@
 """Reads for the registry: the active version, disk use, evaluation results, the side-by-side
-metrics table and the outcome of a model import (the gates' verdict is webchat.registry.gates)."""
+metrics table, the outcome of a model import and whether a name is free for one (the gates'
+verdict is webchat.registry.gates)."""
 
 import hashlib
 import json
+import logging
+import re
 from pathlib import Path
 
 from webchat.registry.models import (
@@ -15,6 +18,8 @@ from webchat.registry.models import (
     ModelVersion,
     PromotionPolicy,
 )
+
+log = logging.getLogger(__name__)
 
 
 def model_version_active() -> ModelVersion | None:
@@ -145,11 +150,40 @@ def model_version_by_name(*, name: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(name=name).first()
 
 
+# The names training runs give their models (worker.training.register): nothing else may take
+# them, so a run never finds its name (or its directory) taken.
+RUN_MODEL_NAME = re.compile(r"(default|pretrain|sft)-run\d+")
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def model_version_name_refusal(*, name: str) -> str | None:
+    """Why `name` cannot be the name of a new imported version, or None when it can."""
+    if not VERSION_NAME.fullmatch(name or ""):
+        return "name: use letters, digits, '.', '_' and '-' (max 100)"
+    if RUN_MODEL_NAME.fullmatch(name):
+        return f"name: names like {name!r} are kept for the models of training runs"
+    if model_version_by_name(name=name) is not None:
+        return f"a model version named {name!r} already exists"
+    return None
+
+
 def training_run_cancel_requested(*, run_id: int) -> bool:
     """Whether someone asked the run to stop (the worker checks between steps)."""
     from webchat.registry.models import TrainingRun
 
     return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def model_version_sampling(version: ModelVersion) -> dict:
+    """The decoding settings a version recommends (its generation_config.json), as sampling
+    parameter names; empty when it recommends none or the file cannot be read (logged)."""
+    from modeling.generation_config import recommended_sampling
+
+    try:
+        return recommended_sampling(version.path)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: %s", version.name, exc)
+        return {}
 
 
 def promotion_verdict(version: ModelVersion) -> dict:

@@ -7,13 +7,14 @@ import shutil
 import uuid
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from webchat.registry.gates import promotion_gates
 
 # Names imported `as` themselves are re-exported: the reads moved to selectors and the test-set
 # names to models, and they stay importable from here for the callers of the old names.
+from webchat.registry.hyperparameters import hyperparameters_validate
 from webchat.registry.models import TEST_ADAPTIVE as TEST_ADAPTIVE
 from webchat.registry.models import TEST_CLEAN as TEST_CLEAN
 from webchat.registry.models import TEST_OOD as TEST_OOD
@@ -63,17 +64,26 @@ def model_version_register(
         info: `modeling.checkpoint.model_info(path)` (family, n_params, meta ...).
         parent: the version it was fine-tuned from.
         dataset: the curation Dataset it was trained on.
+
+    Raises:
+        RegistryError: the name belongs to another version already.
     """
-    return ModelVersion.objects.create(
-        name=name,
-        path=str(path),
-        family=info.get("family", ""),
-        n_params=info.get("n_params", 0),
-        context_length=info.get("block_size") or 0,
-        parent=parent,
-        dataset=dataset,
-        metrics=_headline_metrics(info.get("meta", {})),
-    )
+    if ModelVersion.objects.filter(name=name).exists():
+        raise RegistryError(f"a model version named {name!r} already exists")
+    try:
+        with transaction.atomic():  # a concurrent registration of the name loses here
+            return ModelVersion.objects.create(
+                name=name,
+                path=str(path),
+                family=info.get("family", ""),
+                n_params=info.get("n_params", 0),
+                context_length=info.get("block_size") or 0,
+                parent=parent,
+                dataset=dataset,
+                metrics=_headline_metrics(info.get("meta", {})),
+            )
+    except IntegrityError as exc:
+        raise RegistryError(f"a model version named {name!r} already exists") from exc
 
 
 @transaction.atomic
@@ -143,14 +153,23 @@ def model_version_import_start(*, source: str, name: str) -> str:
 def training_run_start(
     *, kind: str, base_model=None, dataset=None, hyperparameters=None, user=None
 ) -> TrainingRun:
-    """Create a queued TrainingRun and enqueue it on the `train` queue after commit."""
+    """Create a queued TrainingRun and enqueue it on the `train` queue after commit.
+
+    Raises:
+        HyperparameterError: a field outside the allow-list, its range or the site's ceilings
+            (nothing is created).
+        RegistryError: a fine-tuning run without a base model.
+    """
     from worker.training import run_training
 
+    checked = hyperparameters_validate(hyperparameters or {})
+    if kind == TrainingRun.Kind.SFT and base_model is None:
+        raise RegistryError("a fine-tuning run needs a base model version")
     run = TrainingRun.objects.create(
         kind=kind,
         base_model=base_model,
         dataset=dataset,
-        hyperparameters=hyperparameters or {},
+        hyperparameters=checked,
         created_by=user,
     )
     transaction.on_commit(lambda: run_training.delay(run.pk))

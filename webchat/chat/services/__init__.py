@@ -24,6 +24,7 @@ from webchat.chat.services.conversations import (
     conversation_update,
 )
 from webchat.chat.services.feedback import feedback_submit
+from webchat.chat.services.shares import shared_link_create, shared_link_revoke
 from webchat.chat.services.turns import (
     Turn,
     completion_create,
@@ -50,4 +51,6 @@ __all__ = [
     "message_send",
     "message_stop",
     "profile_update",
+    "shared_link_create",
+    "shared_link_revoke",
 ]

@@ -158,13 +158,18 @@ def _title_from(text: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-def _user_params(user, params) -> dict:
-    """Sampling parameters checked against the ranges and this user's token cap."""
+def _user_params(user, params, model=None) -> dict:
+    """Sampling parameters checked against the ranges and this user's token cap; what the user
+    leaves out takes the model's recommended setting (its generation_config.json), else the
+    site's default."""
+    from webchat.registry.selectors import model_version_sampling
+
     fresh = get_user_model().objects.select_related("profile").get(pk=user.pk)
     if not hasattr(fresh, "profile"):
         profile_ensure(user=user)
         fresh = get_user_model().objects.select_related("profile").get(pk=user.pk)
-    return validate_params(params, max_tokens=user_max_tokens(fresh))
+    defaults = model_version_sampling(model) if model is not None else None
+    return validate_params(params, max_tokens=user_max_tokens(fresh), model_defaults=defaults)
 
 
 def message_send(
@@ -186,7 +191,7 @@ def message_send(
         The Turn; the reply is queued once the transaction commits.
     """
     text = validate_text(text)
-    params = _user_params(user, params)
+    _user_params(user, params)  # refuse bad input before anything is written
     options = conversation_options or {}
     if not isinstance(options, dict):
         raise ChatInputError("invalid", "conversation must be an object.")
@@ -203,6 +208,7 @@ def message_send(
             conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
         parent = _branch_end(conversation, parent_id)
         model = _require_model(conversation)
+        params = _user_params(user, params, model)
         _admit(user=user)
         user_message = Message.objects.create(
             conversation=conversation, parent=parent, role=Message.Role.USER, content=text
@@ -219,10 +225,11 @@ def message_send(
 def message_regenerate(*, user, message_id, params=None) -> Turn:
     """A new reply to the same user turn, kept beside the old one as a sibling branch."""
     old = selectors.message_get(user=user, message_id=message_id, role=Message.Role.ASSISTANT)
-    params = _user_params(user, params)
+    _user_params(user, params)  # refuse bad input before anything is written
     with transaction.atomic():
         conversation = old.conversation
         model = _require_model(conversation)
+        params = _user_params(user, params, model)
         _admit(user=user)
         reply = _new_reply(conversation=conversation, parent=old.parent, params=params, model=model)
         return _turn(conversation, None, reply)
@@ -232,10 +239,11 @@ def message_edit(*, user, message_id, text, params=None) -> Turn:
     """An edited copy of a user turn (a sibling branch from the same point) and a new reply."""
     old = selectors.message_get(user=user, message_id=message_id, role=Message.Role.USER)
     text = validate_text(text)
-    params = _user_params(user, params)
+    _user_params(user, params)  # refuse bad input before anything is written
     with transaction.atomic():
         conversation = old.conversation
         model = _require_model(conversation)
+        params = _user_params(user, params, model)
         _admit(user=user)
         user_message = Message.objects.create(
             conversation=conversation, parent=old.parent, role=Message.Role.USER, content=text
@@ -277,7 +285,7 @@ def completion_create(
         ChatInputError: "model_not_found" for an unknown model name, or any refusal a browser
             turn can get (parameters, "no_model", "busy", "rate_limited", "inactive").
     """
-    params = _user_params(user, params)
+    _user_params(user, params)  # refuse bad input before anything is written
     model_version_id = None
     if model_name not in (None, "", "default"):
         version = selectors.model_versions_pickable().filter(name=model_name).first()
@@ -294,6 +302,7 @@ def completion_create(
             model_version_id=model_version_id,
         )
         model = _require_model(conversation)
+        params = _user_params(user, params, model)
         _admit(user=user)
         parent = None
         for role, content in turns:

@@ -15,7 +15,9 @@ from webchat.curation.admin.forms import (
 )
 from webchat.curation.admin.jobs import CurationJobAdmin
 from webchat.curation.admin.loop import LoopSettingsAdmin
+from webchat.curation.admin.reviews import ReviewPolicyAdmin
 from webchat.curation.admin.samples import AdversarialSampleAdmin
+from webchat.curation.admin.schedules import GuardedPeriodicTaskAdmin
 
 __all__ = [
     "GENERATION_METHODS",
@@ -27,7 +29,9 @@ __all__ = [
     "DatasetAdmin",
     "FineTuneForm",
     "FlaggedTurnAdmin",
+    "GuardedPeriodicTaskAdmin",
     "LoopSettingsAdmin",
+    "ReviewPolicyAdmin",
     "SkillsGenerateForm",
     "render_form",
 ]

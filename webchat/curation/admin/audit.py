@@ -2,6 +2,7 @@
 conversation an admin page shows, and the (admins only, read-only) page of that log."""
 
 from django.contrib import admin
+from django.core.paginator import Paginator
 
 from webchat.curation.models import ConversationAccessLog
 from webchat.curation.services import access_log_record
@@ -26,6 +27,24 @@ class AuditedContentAdmin(admin.ModelAdmin):
                 value = None if value is None else getattr(value, name)  # a sample may have no turn
             ids.append(value)
         return ids
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        if getattr(request.resolver_match, "url_name", None) != "autocomplete":
+            return super().get_paginator(
+                request, queryset, per_page, orphans, allow_empty_first_page
+            )
+
+        def shown(rows):
+            access_log_record(
+                user=request.user,
+                conversation_ids=self.audit_conversation_ids(rows),
+                view=f"{self.audit_view} autocomplete",
+                request=request,
+            )
+
+        # The admin's autocomplete searches this model (message text included) for any admin
+        # page with a foreign key to it: the page of results it sends is audited like a list.
+        return AuditedPaginator(queryset, per_page, orphans, allow_empty_first_page, shown=shown)
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
@@ -53,6 +72,19 @@ class AuditedContentAdmin(admin.ModelAdmin):
                     request=request,
                 )
         return response
+
+
+class AuditedPaginator(Paginator):
+    """A paginator that reports the rows of every page it hands out (`shown(rows)`)."""
+
+    def __init__(self, *args, shown, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shown = shown
+
+    def page(self, number):
+        page = super().page(number)
+        self.shown(list(page.object_list))
+        return page
 
 
 @admin.register(ConversationAccessLog)

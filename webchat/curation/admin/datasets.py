@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from webchat.curation.admin.exports import DatasetExportsMixin
 from webchat.curation.admin.forms import (
     BuildDatasetForm,
     FineTuneForm,
@@ -16,7 +17,8 @@ from webchat.curation.admin.forms import (
 )
 from webchat.curation.admin.html import sample_url
 from webchat.curation.models import Dataset, LoopSettings
-from webchat.curation.services import FINETUNE_DEFAULTS, dataset_verify
+from webchat.curation.selectors import dataset_conversation_ids, samples_consented
+from webchat.curation.services import FINETUNE_DEFAULTS, access_log_record, dataset_verify
 from webchat.registry.models import PromotionPolicy, TrainingRun
 from webchat.registry.selectors import model_version_active
 from webchat.registry.services import TRAIN_PERMISSION, training_run_start
@@ -25,7 +27,7 @@ LINEAGE_LINKS = 500  # the page stays light for big datasets; the rest is counte
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(DatasetExportsMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "version",
@@ -92,14 +94,20 @@ class DatasetAdmin(admin.ModelAdmin):
 
     @admin.display(description="samples in this version")
     def lineage(self, obj):
-        samples = obj.samples.order_by("id")
+        samples = samples_consented(obj.samples.order_by("id"))
         links = format_html_join(
             " ", '<a href="{}">#{}</a>', ((sample_url(s.pk), s.pk) for s in samples[:LINEAGE_LINKS])
         )
         more = samples.count() - LINEAGE_LINKS
-        return format_html("{}{}", links, f" … and {more} more" if more > 0 else "") or "—"
+        withdrawn = obj.samples.count() - samples.count()
+        hidden = (
+            f" ({withdrawn} from conversations whose owner withdrew consent)" if withdrawn else ""
+        )
+        return (
+            format_html("{}{}{}", links, f" … and {more} more" if more > 0 else "", hidden) or "—"
+        )
 
-    @admin.action(description="Verify the file against its hash")
+    @admin.action(description="Verify the file against its hash", permissions=("view",))
     def verify(self, request, queryset):
         for dataset in queryset:
             ok, reason = dataset_verify(dataset)
@@ -133,6 +141,12 @@ class DatasetAdmin(admin.ModelAdmin):
         ok, reason = dataset_verify(dataset)
         if not ok:
             raise Http404(reason)
+        access_log_record(  # the file holds the text of every conversation it took samples from
+            user=request.user,
+            conversation_ids=dataset_conversation_ids(dataset=dataset),
+            view="curation: dataset download",
+            request=request,
+        )
         return FileResponse(
             open(dataset.path, "rb"),  # noqa: SIM115 - FileResponse closes it when sent
             as_attachment=True,

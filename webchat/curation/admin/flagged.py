@@ -6,6 +6,7 @@ from django.utils.html import format_html, format_html_join
 
 from webchat.curation.admin.audit import AuditedContentAdmin
 from webchat.curation.admin.html import dialogue_html, job_url, sample_url, short
+from webchat.curation.admin.triage import FailureTriageMixin
 from webchat.curation.models import AdversarialSample, CurationJob, FlaggedTurn
 from webchat.curation.selectors import flagged_feedback, turn_context
 from webchat.curation.services import (
@@ -17,7 +18,7 @@ from webchat.registry.admin.shapes import ReadOnlyAdmin
 
 
 @admin.register(FlaggedTurn)
-class FlaggedTurnAdmin(AuditedContentAdmin, ReadOnlyAdmin):
+class FlaggedTurnAdmin(FailureTriageMixin, AuditedContentAdmin, ReadOnlyAdmin):
     """Thumbs-down, reason tags and corrections on replies, from consented conversations only."""
 
     list_display = (

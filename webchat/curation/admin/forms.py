@@ -15,6 +15,7 @@ from webchat.curation.services import (
     ROUND_DEFAULTS,
     curation_job_start,
 )
+from webchat.registry.hyperparameters import HyperparameterError, hyperparameters_validate
 from webchat.registry.models import ModelVersion
 from webchat.registry.selectors import model_version_active
 
@@ -145,6 +146,18 @@ class FineTuneForm(forms.Form):
         if self.cleaned_data.get("replay_share") is not None:
             hp["replay_share"] = self.cleaned_data["replay_share"]
         return hp
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:  # the site's ceilings (steps, batch, sequence length) and lr >= min_lr
+            hyperparameters_validate(self.hyperparameters())
+        except HyperparameterError as exc:
+            for message in exc.errors:
+                field = message.split(":", 1)[0]
+                self.add_error(field if field in self.fields else None, message)
+        return data
 
 
 def render_form(model_admin, request, form, title, intro=""):

@@ -9,7 +9,9 @@ from django.urls import path
 from webchat.curation.admin.audit import AuditedContentAdmin
 from webchat.curation.admin.forms import SkillsGenerateForm, job_form_view
 from webchat.curation.admin.html import dialogue_html, short
+from webchat.curation.admin.reviews import review_context, verdicts_html
 from webchat.curation.models import AdversarialSample
+from webchat.curation.selectors import samples_consented
 from webchat.curation.services import REVIEW_PERMISSION, sample_review
 from webchat.registry.admin.html import badge
 
@@ -76,6 +78,9 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
     def has_add_permission(self, request):
         return False  # samples come from generation jobs and corrections
 
+    def get_queryset(self, request):
+        return samples_consented(super().get_queryset(request))
+
     def has_review_permission(self, request):
         return request.user.has_perm(REVIEW_PERMISSION)
 
@@ -95,9 +100,9 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
     def training_dialogue(self, obj):
         return dialogue_html(obj.conversation())
 
-    @admin.display(description="reviewers")
+    @admin.display(description="reviewers' verdicts")
     def reviewer_names(self, obj):
-        return ", ".join(u.get_username() for u in obj.reviewers.all()) or "—"
+        return verdicts_html(obj)
 
     @admin.display(description="datasets")
     def in_datasets(self, obj):
@@ -109,7 +114,14 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
         except PermissionDenied as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        self.message_user(request, f"{n} sample(s) {status}.", messages.SUCCESS)
+        counts = dict(queryset.values_list("status").annotate(n=Count("id")).order_by())
+        self.message_user(
+            request,
+            f"Your verdict ({status}) recorded on {n} sample(s): now "
+            f"{counts.get(Review.APPROVED, 0)} approved, {counts.get(Review.PENDING, 0)} waiting "
+            f"for more approvals, {counts.get(Review.REJECTED, 0)} rejected.",
+            messages.SUCCESS,
+        )
 
     @admin.action(description="Approve selected samples", permissions=("review",))
     def approve(self, request, queryset):
@@ -137,10 +149,8 @@ class AdversarialSampleAdmin(AuditedContentAdmin):
         ]
 
     def changelist_view(self, request, extra_context=None):
-        counts = dict(
-            AdversarialSample.objects.values_list("status").annotate(n=Count("id")).order_by()
-        )
-        extra_context = {**(extra_context or {}), "status_counts": counts}
+        counts = dict(samples_consented().values_list("status").annotate(n=Count("id")).order_by())
+        extra_context = {**(extra_context or {}), "status_counts": counts, **review_context()}
         return super().changelist_view(request, extra_context)
 
     def generate_skills_view(self, request):

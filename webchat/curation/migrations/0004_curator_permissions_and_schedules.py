@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from webchat.curation.permissions import sync_curator_group
+from webchat.curation.permissions import sync_curator_group_so_far
 
 # The learning loop's schedules, editable (interval, enabled) under "Periodic tasks" in the admin.
 SCHEDULES = [
@@ -37,6 +37,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(sync_curator_group, migrations.RunPython.noop),
+        migrations.RunPython(sync_curator_group_so_far, migrations.RunPython.noop),
         migrations.RunPython(add_schedules, remove_schedules),
     ]

@@ -7,8 +7,9 @@ from webchat.registry.selectors import metrics_table
 
 
 def badge(status: str, colours: dict[str, str]) -> str:
-    """A status in its colour (`colours` maps every status to a CSS colour)."""
-    return format_html('<b style="color:{}">{}</b>', colours[status], status)
+    """A status in its colour (`colours` maps every status to a CSS colour for a light page;
+    webchat/admin.css lightens it on the admin's dark theme)."""
+    return format_html('<b class="status-badge" style="--badge:{}">{}</b>', colours[status], status)
 
 
 def log_html(text: str) -> str:

@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
-from webchat.registry.selectors import model_import_outcome
+from webchat.registry.selectors import model_import_outcome, model_version_name_refusal
 from webchat.registry.services import IMPORT_PERMISSION, model_version_import_start
 
 
@@ -21,6 +21,12 @@ class ImportForm(forms.Form):
         widget=forms.TextInput(attrs={"size": 80}),
     )
     name = forms.SlugField(max_length=100, label="Version name")
+
+    def clean_name(self):
+        refusal = model_version_name_refusal(name=self.cleaned_data["name"])
+        if refusal:
+            raise forms.ValidationError(refusal)
+        return self.cleaned_data["name"]
 
 
 class ModelImportViews:

@@ -5,8 +5,10 @@ from django import forms
 from django.contrib import admin
 from django.utils.safestring import mark_safe
 
+from webchat.registry.admin.fields import StrictJSONFormField
 from webchat.registry.admin.html import dev_curve_svg, loss_curve_svg, metrics_table_html
 from webchat.registry.admin.shapes import QueuedWorkAdmin
+from webchat.registry.hyperparameters import HyperparameterError, hyperparameters_validate
 from webchat.registry.models import TrainingRun
 from webchat.registry.selectors import comparison_versions
 from webchat.registry.services import training_run_cancel, training_run_start
@@ -15,9 +17,30 @@ NEW_RUN_FIELDS = ("kind", "base_model", "dataset", "hyperparameters")
 
 
 class TrainingRunForm(forms.ModelForm):
+    """A new run: its kind, base model, dataset and the allow-listed hyperparameters (no paths:
+    `webchat.registry.hyperparameters`)."""
+
     class Meta:
         model = TrainingRun
         fields = NEW_RUN_FIELDS
+        field_classes = {"hyperparameters": StrictJSONFormField}
+        help_texts = {
+            "hyperparameters": 'TrainConfig fields as JSON, e.g. {"max_steps": 300, "lr": '
+            "0.0003}. Data, tokenizer and output paths are never taken from here: the run reads "
+            "its dataset, its base model and the recipe's own data."
+        }
+
+    def clean_hyperparameters(self):
+        try:
+            return hyperparameters_validate(self.cleaned_data["hyperparameters"] or {})
+        except HyperparameterError as exc:
+            raise forms.ValidationError(exc.errors) from exc
+
+    def clean(self):
+        data = super().clean()
+        if data.get("kind") == TrainingRun.Kind.SFT and not data.get("base_model"):
+            self.add_error("base_model", "A fine-tuning run needs a base model version.")
+        return data
 
 
 @admin.register(TrainingRun)
@@ -84,7 +107,7 @@ class TrainingRunAdmin(QueuedWorkAdmin):
         obj.pk = run.pk
         return None
 
-    @admin.action(description="Cancel selected runs")
+    @admin.action(description="Cancel selected runs", permissions=("change",))
     def cancel_runs(self, request, queryset):
         for run in queryset:
             training_run_cancel(run=run)

@@ -4,6 +4,7 @@ one row, and queued work that shows its progress and refreshes itself while it r
 from django.contrib import admin
 from django.shortcuts import get_object_or_404, redirect
 
+from webchat.registry.admin.fields import STRICT_JSON
 from webchat.registry.admin.html import log_html
 
 
@@ -26,6 +27,8 @@ class ReadOnlyAdmin(FixedRowsAdmin):
 
 class SingleRowAdmin(FixedRowsAdmin):
     """Settings kept as one row (`SingleRow` models): the list opens the row itself."""
+
+    formfield_overrides = STRICT_JSON
 
     def changelist_view(self, request, extra_context=None):
         opts = self.model._meta

@@ -129,11 +129,23 @@ class ModelVersionAdmin(ModelImportViews, admin.ModelAdmin):
                 request, partial(operation, version=version), success.format(name=version.name)
             )
 
-    @admin.action(description="Promote (only if it passes the gates; workers switch at once)")
+    def has_promote_permission(self, request):
+        return request.user.has_perm(PROMOTE_PERMISSION)
+
+    def has_evaluate_permission(self, request):
+        return request.user.has_perm(TRAIN_PERMISSION)
+
+    @admin.action(
+        description="Promote (only if it passes the gates; workers switch at once)",
+        permissions=("promote",),
+    )
     def promote(self, request, queryset):
         self._promote(request, queryset, "promote", "{name} promoted: it is now active.")
 
-    @admin.action(description="Activate without the gates (admin override, audited)")
+    @admin.action(
+        description="Activate without the gates (admin override, audited)",
+        permissions=("promote",),
+    )
     def activate(self, request, queryset):
         self._promote(
             request,
@@ -144,7 +156,10 @@ class ModelVersionAdmin(ModelImportViews, admin.ModelAdmin):
             note="activated from the admin",
         )
 
-    @admin.action(description="Evaluate (cpu queue; clean, OOD, perturbations, attacks)")
+    @admin.action(
+        description="Evaluate (cpu queue; clean, OOD, perturbations, attacks)",
+        permissions=("evaluate",),
+    )
     def evaluate(self, request, queryset):
         if not request.user.has_perm(TRAIN_PERMISSION):
             self.message_user(request, "You may not start evaluations.", messages.ERROR)
@@ -155,16 +170,18 @@ class ModelVersionAdmin(ModelImportViews, admin.ModelAdmin):
             request, f"Evaluation of {queryset.count()} version(s) queued.", messages.SUCCESS
         )
 
-    @admin.action(description="Compare side by side")
+    @admin.action(description="Compare side by side", permissions=("view",))
     def compare(self, request, queryset):
         ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
         return redirect(f"{reverse('admin:registry_modelversion_compare')}?ids={ids}")
 
-    @admin.action(description="Retire")
+    @admin.action(description="Retire", permissions=("change",))
     def retire(self, request, queryset):
         self._each(request, queryset, model_version_retire, "{name} retired.")
 
-    @admin.action(description="Delete, with its files (never the active version)")
+    @admin.action(
+        description="Delete, with its files (never the active version)", permissions=("delete",)
+    )
     def delete_with_files(self, request, queryset):
         if not request.user.has_perm(DELETE_PERMISSION):
             self.message_user(request, "You may not delete model versions.", messages.ERROR)

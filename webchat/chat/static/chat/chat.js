@@ -55,11 +55,16 @@
   const stored = (() => {
     try { return JSON.parse(localStorage.getItem("webchat.params") || "{}"); } catch { return {}; }
   })();
+  // Settings the user has not changed are not sent: the server then applies the model's own
+  // recommended settings (its generation_config.json), which the panel shows.
   const params = {};
+  const changed = new Set();
   for (const name of PARAM_ORDER) {
     const r = page.params[name];
     const v = Number(stored[name]);
-    params[name] = Number.isFinite(v) && v >= r.min && v <= r.max ? v : r.default;
+    const ok = name in stored && Number.isFinite(v) && v >= r.min && v <= r.max;
+    params[name] = ok ? v : r.default;
+    if (ok) changed.add(name);
   }
   const draft = { system_prompt: "", model_version: null, training_consent: page.consent_default };
 
@@ -80,7 +85,8 @@
         params[name] = n;
         range.value = n;
         number.value = n;
-        localStorage.setItem("webchat.params", JSON.stringify(params));
+        changed.add(name);
+        localStorage.setItem("webchat.params", JSON.stringify(Object.fromEntries([...changed].map((k) => [k, params[k]]))));
       };
       range.addEventListener("input", () => set(range.value));
       number.addEventListener("change", () => set(number.value));
@@ -90,12 +96,9 @@
         el("small", { class: "muted", text: HELP[name] })));
     }
     $("params-reset").addEventListener("click", () => {
-      for (const name of PARAM_ORDER) {
-        params[name] = page.params[name].default;
-        $(`p-${name}`).value = params[name];
-        $(`p-${name}`).parentElement.querySelector(".num").value = params[name];
-      }
+      changed.clear();
       localStorage.removeItem("webchat.params");
+      showModelDefaults();
     });
     select.addEventListener("change", () => {
       updateConversation({ model_version: select.value ? Number(select.value) : null });
@@ -123,11 +126,30 @@
     const cap = m && m.max_new_tokens;
     const help = $("p-max_new_tokens").parentElement.querySelector("small");
     help.textContent = HELP.max_new_tokens + (cap ? ` (this model: at most ${cap})` : "");
+    showModelDefaults();
+  }
+
+  // The settings the user has not changed show the chosen model's recommendation.
+  function showModelDefaults() {
+    const c = state.conversation || draft;
+    const chosen = $("model-select").value ? Number($("model-select").value) : c.model_version;
+    const m = chosen ? page.models.find((x) => x.id === chosen) : page.models.find((x) => x.status === "active");
+    const recommended = (m && m.sampling) || {};
+    for (const name of PARAM_ORDER) {
+      if (changed.has(name)) continue;
+      const r = page.params[name];
+      const v = recommended[name];
+      params[name] = v !== undefined && v >= r.min && v <= r.max ? v : r.default;
+      $(`p-${name}`).value = params[name];
+      $(`p-${name}`).parentElement.querySelector(".num").value = params[name];
+    }
   }
 
   function requestParams() {
-    const p = { ...params };
-    p.do_sample = p.temperature > 0 && p.num_beams === 1;
+    const p = Object.fromEntries([...changed].map((k) => [k, params[k]]));
+    if (changed.has("temperature") || changed.has("num_beams")) {
+      p.do_sample = params.temperature > 0 && params.num_beams === 1;
+    }
     return p;
   }
 
@@ -207,7 +229,18 @@
     hello() {},
     pong() {},
     conversation(f) {
+      state.moreBefore = f.more_before || null;
+      state.historyPending = false;
       loadConversation(f.conversation, f.messages);
+    },
+    // An older page of a long conversation (asked for when the user scrolls to the top).
+    history(f) {
+      state.pending.delete(f.ref);
+      state.historyPending = false;
+      if (f.conversation_id !== state.conversationId) return;
+      state.moreBefore = f.more_before || null;
+      rebuildTree([...f.messages.filter((m) => !state.messages.has(m.id)), ...state.messages.values()]);
+      renderThread(false);
     },
     accepted(f) {
       state.pending.delete(f.ref);
@@ -221,6 +254,7 @@
       if (f.user_message) addMessage(f.user_message, true);
       f.message.position = f.position;
       addMessage(f.message, true);
+      announce(f.message, false); // this tab asked for it: read it out, also if stopped early
       $("chat-title").textContent = f.conversation.title;
       renderThread(true);
     },
@@ -250,6 +284,7 @@
       m.html = f.html;
       if (m.status === "queued") m.status = "streaming";
       updateMessage(m);
+      announce(m, false);
       stickToBottom();
     },
     done(f) {
@@ -257,6 +292,7 @@
       if (!m) return;
       Object.assign(m, { status: f.status, content: f.content, html: f.html, last_seq: f.last_seq, error: f.error, usage: f.usage });
       updateMessage(m);
+      announce(m, true);
       updateComposer();
     },
     stopping() {},
@@ -277,6 +313,7 @@
     error(f) {
       const pending = state.pending.get(f.ref);
       state.pending.delete(f.ref);
+      if (pending && pending.kind === "history") state.historyPending = false;
       if (pending && pending.kind === "send" && !$("input").value) $("input").value = pending.text;
       if (f.code === "not_found" && pending && pending.kind === "subscribe") {
         showNotice("That conversation does not exist (or is not yours).", "error");
@@ -291,6 +328,35 @@
 
   // --- the message tree ----------------------------------------------------------------------
 
+  const threadWindow = window.webchatThreadWindow.create({ scroller: $("messages"), thread: $("thread"), render: renderMessage, onTop: loadOlder });
+
+  function loadOlder() {
+    if (!state.moreBefore || state.historyPending || !state.conversationId) return;
+    state.historyPending = true;
+    send({ type: "history", conversation_id: state.conversationId, before: state.moreBefore }, { kind: "history" });
+  }
+
+  // The reply being written is read out politely, a sentence or line at a time (the thread itself
+  // is not a live region: re-rendering it must not be announced).
+  const live = { id: null, said: 0 };
+  const speakable = (text) => text.replace(/[*_`#>|]+/g, "");
+  function announce(m, final) {
+    const region = $("live");
+    if (live.id !== m.id) {
+      if (final) return; // a reply that finished while the user looked elsewhere
+      live.id = m.id;
+      live.said = 0;
+      region.replaceChildren();
+    }
+    const text = m.content || "";
+    const upto = final ? text.length : Math.max(text.lastIndexOf(". "), text.lastIndexOf("\n")) + 1;
+    if (upto > live.said) {
+      region.append(document.createTextNode(`${speakable(text.slice(live.said, upto))} `));
+      live.said = upto;
+    }
+    if (final && m.status !== "done") region.append(document.createTextNode(`(reply ${m.status})`));
+  }
+
   const key = (parentId) => (parentId === null || parentId === undefined ? "root" : parentId);
 
   function addMessage(m, select) {
@@ -302,7 +368,8 @@
       return;
     }
     state.messages.set(m.id, m);
-    const k = key(m.parent_id);
+    // The oldest message of a history page may have its parent on an older page.
+    const k = state.messages.has(m.parent_id) ? m.parent_id : key(null);
     if (!state.children.has(k)) state.children.set(k, []);
     const list = state.children.get(k);
     list.push(m.id);
@@ -310,15 +377,20 @@
     if (select) state.selected.set(k, m.id);
   }
 
-  function loadConversation(conversation, messages) {
-    state.conversation = conversation;
+  // The tree from scratch (a snapshot, or an older page joining it), oldest first so parents come
+  // before their children; the branch the user was looking at stays chosen.
+  function rebuildTree(messages) {
     const keepSelection = state.selected;
     state.messages = new Map();
     state.children = new Map();
     state.selected = new Map();
-    for (const m of messages) addMessage(m, false);
-    // Keep the branch the user was looking at across a reconnect.
+    for (const m of [...messages].sort((a, b) => a.id - b.id)) addMessage(m, false);
     for (const [k, id] of keepSelection) if (state.messages.has(id)) state.selected.set(k, id);
+  }
+
+  function loadConversation(conversation, messages) {
+    state.conversation = conversation;
+    rebuildTree(messages);
     $("chat-title").textContent = conversation.title;
     document.title = `${conversation.title} · webchat`;
     showSettingsValues();
@@ -341,16 +413,15 @@
   }
 
   function renderThread(scroll) {
-    const thread = $("thread");
     const path = visiblePath();
-    thread.replaceChildren(...path.map(renderMessage));
+    threadWindow.show(path, { toBottom: scroll });
     $("empty").hidden = path.length > 0;
     updateComposer();
     if (scroll) scrollToBottom();
   }
 
   function updateMessage(m) {
-    const node = document.querySelector(`.msg[data-id="${m.id}"]`);
+    const node = $("thread").querySelector(`.msg[data-id="${m.id}"]`);
     if (!node) { updateComposer(); return; }
     const fresh = renderMessage(m);
     // Keep what the user is typing in an open feedback form or editor across re-renders.
@@ -359,7 +430,7 @@
       const next = fresh.querySelector(sel);
       if (old && next) next.replaceWith(old);
     }
-    node.replaceWith(fresh);
+    threadWindow.replace(m.id, fresh);
     updateComposer();
   }
 
@@ -374,7 +445,7 @@
     if (isUser) content.textContent = m.content;
     else {
       content.innerHTML = m.html || ""; // sanitised on the server (webchat.chat.validation)
-      decorateCode(content);
+      window.webchatCode.decorate(content);
       if (m.status === "streaming") content.classList.add("typing");
     }
     const bubble = el("div", { class: "bubble" }, content);
@@ -426,7 +497,7 @@
         el("button", { type: "button", class: "icon-button", "aria-label": "Next version", disabled: i === siblings.length - 1, onclick: go(1), text: "›" })));
     }
     const active = m.status === "queued" || m.status === "streaming";
-    bar.append(el("button", { type: "button", class: "action copy", title: "Copy", text: "Copy", onclick: (e) => copy(m.content, e.target) }));
+    bar.append(el("button", { type: "button", class: "action copy", title: "Copy", text: "Copy", onclick: (e) => window.webchatCode.copy(m.content, e.target) }));
     if (m.role === "user") {
       bar.append(el("button", { type: "button", class: "action edit", title: "Edit and resend", text: "Edit", disabled: busy(), onclick: () => { state.editing = m.id; updateMessage(m); } }));
       return bar;
@@ -503,33 +574,6 @@
     send({ type: "feedback", message_id: m.id, rating, reason: f.reason || "", comment: f.comment || "", corrected_reply: f.corrected_reply || "" }, { kind: "feedback" });
   }
 
-  function decorateCode(root) {
-    for (const pre of root.querySelectorAll("pre")) {
-      const code = pre.querySelector("code");
-      const lang = code && (code.className.match(/language-([\w+-]+)/) || [])[1];
-      const head = el("div", { class: "code-head" }, el("span", { text: lang || "code" }),
-        el("button", { type: "button", class: "code-copy", text: "Copy code", onclick: (e) => copy((code || pre).textContent, e.target) }));
-      pre.before(head);
-      head.parentNode.insertBefore(el("div", { class: "code-block" }), head).append(head, pre);
-    }
-  }
-
-  async function copy(text, button) {
-    try {
-      await navigator.clipboard.writeText(text);
-    } catch {
-      const area = el("textarea", { class: "offscreen" });
-      area.value = text;
-      document.body.append(area);
-      area.select();
-      document.execCommand("copy");
-      area.remove();
-    }
-    const old = button.textContent;
-    button.textContent = "Copied";
-    setTimeout(() => { button.textContent = old; }, 1200);
-  }
-
   // --- composer ------------------------------------------------------------------------------
 
   function activeReply() {
@@ -565,6 +609,12 @@
       autosize();
       hideNotice();
     }
+  }
+
+  function stopReply() {
+    const m = activeReply();
+    if (m) send({ type: "stop", message_id: m.id });
+    return !!m;
   }
 
   function regenerate(m) {
@@ -736,14 +786,14 @@
   renderList();
   setExportLinks();
   $("composer").addEventListener("submit", (e) => { e.preventDefault(); submitMessage(); });
+  for (const b of document.querySelectorAll("#examples .example")) {
+    b.addEventListener("click", () => { $("input").value = b.dataset.prompt; submitMessage(); });
+  }
   $("input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submitMessage(); }
   });
   $("input").addEventListener("input", autosize);
-  $("stop").addEventListener("click", () => {
-    const m = activeReply();
-    if (m) send({ type: "stop", message_id: m.id });
-  });
+  $("stop").addEventListener("click", stopReply);
   $("new-chat").addEventListener("click", () => { newChat(); closeSidebar(); });
   $("search").addEventListener("input", onSearch);
   $("menu").addEventListener("click", openSidebar);
@@ -763,5 +813,6 @@
   renderThread(false);
   connect();
   $("input").focus();
-  window.webchat = { state }; // for debugging in the console and for the browser tests
+  // For shortcuts.js and share.js, the console and the browser tests.
+  window.webchat = { state, visiblePath, newChat, regenerate, stopReply, busy, postJSON, showNotice, threadWindow };
 })();

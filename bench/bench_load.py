@@ -1,0 +1,270 @@
+"""Load and faults in the production shape: N users chatting over the real websocket path.
+
+Starts daphne, `celery worker -Q gpu --pool threads --concurrency 32`, `celery worker -Q
+train,cpu --pool solo` and `celery beat` (the reaper) on a private redis-server and a fresh
+database (SQLite in a temporary folder, or a fresh PostgreSQL database with --postgres), with
+bench_e2e's small random model. Each user sends skills questions one after another; a share of
+replies is stopped after the first delta, another share has its socket dropped mid-stream and
+re-opened (the client resubscribes and resumes from the snapshot, as the page does). At the end
+every stored reply is compared with what its client assembled.
+
+    .venv/bin/python bench/bench_load.py --users 64 --seconds 300 [--fault worker-kill]
+    --fault worker-kill      SIGKILL the gpu worker; a new one starts 2 s later (a supervisor)
+    --fault redis-restart    kill -9 the (private) Redis, start it again 5 s later
+    --fault postgres-restart restart this machine's PostgreSQL (pg_ctlcluster; with --postgres)
+
+Prints a table and a final JSON line: replies/s, TTFT p50/p95/p99 (send -> first delta),
+errors by code, lost (never final 60 s after the end) and mismatched (stored text differs from
+what the client saw), each in-flight reply's fate, whether every process is still alive, and
+how long after the fault ended the first new reply was done.
+"""
+
+import argparse
+import collections
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench_e2e import percentile, setup
+from prodshape import ROOT, ChatClient, RedisServer, Shape
+
+sys.path.insert(0, str(ROOT))
+
+QUESTIONS = [
+    "What is 3 plus 4?",
+    "What is the capital of France?",
+    "Which day comes after Monday?",
+    "Spell the word cat.",
+    "Reverse the word stone.",
+    "How many grams are in 2 kilograms?",
+]
+FINAL = {"done", "stopped", "failed", "interrupted"}
+
+
+class Ledger:
+    """What every client saw, shared by the user threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.replies: dict[int, dict] = {}
+        self.errors: collections.Counter = collections.Counter()
+
+    def record(self, reply_id: int, **fields) -> None:
+        with self.lock:
+            self.replies.setdefault(reply_id, {}).update(fields)
+
+    def error(self, code: str) -> None:
+        with self.lock:
+            self.errors[code] += 1
+
+
+def run_user(base_url, session, ledger, stop_at, args, seed) -> None:
+    rng = random.Random(seed)  # noqa: S311 - a reproducible load pattern, not a secret
+    chat = ChatClient(base_url, session)
+    while time.monotonic() < stop_at:
+        try:
+            if chat.ws is None:
+                chat.connect()
+                if chat.conversation_id is not None:
+                    chat.resubscribe()
+            one_reply(chat, ledger, rng, args)
+        except Exception as exc:  # noqa: BLE001 - every failure is counted by its kind
+            code = getattr(getattr(exc, "rcvd", None), "code", None)
+            ledger.error(f"close {code}" if code else exc.__class__.__name__)
+            chat.close()
+            time.sleep(0.5)
+    chat.close()
+
+
+def one_reply(chat: ChatClient, ledger: Ledger, rng: random.Random, args) -> None:
+    action = rng.random()
+    sent = time.monotonic()
+    reply = chat.ask(rng.choice(QUESTIONS), max_new_tokens=args.new_tokens, temperature=0)
+    ledger.record(reply, sent=sent, action="plain")
+    first: dict = {}
+
+    def on_frame(frame):
+        if frame["type"] == "delta" and frame["message_id"] == reply and not first:
+            first["at"] = time.monotonic()
+            ledger.record(reply, ttft=first["at"] - sent)
+            if action < args.stop_share:
+                ledger.record(reply, action="stop")
+                chat.send({"type": "stop", "message_id": reply})
+            elif action < args.stop_share + args.reconnect_share:
+                ledger.record(reply, action="reconnect")
+                raise ConnectionResetError("reconnect drill")
+
+    try:
+        done = chat.until_done(reply, timeout=120, on_frame=on_frame)
+    except ConnectionResetError:
+        chat.close()
+        chat.connect()
+        chat.resubscribe()
+        done = chat.until_done(reply, timeout=120)
+    ledger.record(reply, status=done["status"], text=chat.text[reply], done_at=time.monotonic())
+
+
+def warm_up(base_url: str, session: str, args) -> None:
+    """One reply before the clock starts: the gpu worker loads the model on its first request."""
+    chat = ChatClient(base_url, session)
+    chat.connect()
+    chat.until_done(chat.ask(QUESTIONS[0], max_new_tokens=args.new_tokens), timeout=300)
+    chat.close()
+
+
+def inject(fault: str, shape: Shape, redis: RedisServer, log: dict) -> None:
+    log["started"] = time.monotonic()
+    if fault == "worker-kill":
+        shape.processes["gpu"].kill()
+        time.sleep(2)
+        shape.start_worker("gpu", "gpu", concurrency=32)
+    elif fault == "redis-restart":
+        redis.kill()
+        time.sleep(5)
+        redis.start()
+    elif fault == "postgres-restart":
+        cluster = sorted(os.listdir("/etc/postgresql"))[-1]
+        subprocess.run(  # noqa: S603 - the machine's documented command, no shell
+            ["/usr/bin/pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"],
+            check=True,
+        )
+    log["ended"] = time.monotonic()
+
+
+def settle(ledger: Ledger, timeout: float = 60.0) -> dict[int, tuple]:
+    """Each reply's stored (status, content), once nothing is queued or streaming (or timeout)."""
+    from webchat.chat.models import Message
+
+    ids = list(ledger.replies)
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = dict(
+            (pk, (status, content))
+            for pk, status, content in Message.objects.filter(pk__in=ids).values_list(
+                "pk", "status", "content"
+            )
+        )
+        if all(s in FINAL for s, _ in rows.values()) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
+
+
+def measure(args) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    redis = RedisServer(workdir / "redis").start()
+    database_url = f"sqlite:///{workdir / 'db.sqlite3'}"
+    if args.postgres:
+        name = f"webchat_load_{os.getpid()}"
+        subprocess.run(  # noqa: S603 - our own fixed command line
+            ["createdb", "-h", "127.0.0.1", "-U", "postgres", name],  # noqa: S607 - on PATH
+            check=True,
+        )
+        database_url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis.url, WEBCHAT_VAR_DIR=str(workdir))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchat.settings")
+    sessions = setup(workdir, args.users)
+    shape = Shape(redis.url, database_url, workdir)
+    shape.start_web()
+    shape.start_worker("gpu", "gpu", concurrency=32)
+    shape.start_worker("train-cpu", "train,cpu", concurrency=1, pool="solo")
+    beat = subprocess.Popen(  # noqa: S603 - our own fixed command line
+        [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "WARNING"]
+        + ["-s", str(workdir / "beat-schedule")],
+        cwd=ROOT,
+        env=shape.env(),
+        stdout=open(workdir / "beat.log", "w"),  # noqa: SIM115 - lives as long as beat
+        stderr=subprocess.STDOUT,
+    )
+    warm_up(shape.url, sessions[0], args)
+    ledger, fault = Ledger(), {}
+    started = time.monotonic()
+    stop_at = started + args.seconds
+    users = [
+        threading.Thread(target=run_user, args=(shape.url, s, ledger, stop_at, args, i))
+        for i, s in enumerate(sessions)
+    ]
+    for t in users:
+        t.start()
+    in_flight: list[int] = []
+    if args.fault != "none":
+        time.sleep(args.seconds * args.fault_at)
+        with ledger.lock:
+            in_flight = [r for r, f in ledger.replies.items() if "status" not in f]
+        inject(args.fault, shape, redis, fault)
+    for t in users:
+        t.join()
+    elapsed = time.monotonic() - started
+    rows = settle(ledger)
+    alive = {name: p.alive() for name, p in shape.processes.items()} | {"beat": beat.poll() is None}
+    beat.terminate()
+    shape.stop()
+    redis.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return summarize(ledger, rows, elapsed, in_flight, fault, alive, args)
+
+
+def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
+    seen = {r: f for r, f in ledger.replies.items() if "status" in f}
+    lost = [r for r, (status, _c) in rows.items() if status not in FINAL]
+    mismatched = [r for r, f in seen.items() if rows.get(r, (None, None))[1] != f["text"]]
+    ttft = [f["ttft"] for f in ledger.replies.values() if "ttft" in f]
+    recovery = None
+    if fault:
+        after = [f["done_at"] for f in seen.values() if f["sent"] >= fault["ended"]]
+        recovery = round(min(after) - fault["ended"], 2) if after else None
+    return {
+        "users": args.users,
+        "seconds": args.seconds,
+        "fault": args.fault,
+        "replies": len(ledger.replies),
+        "replies_per_s": round(len(seen) / elapsed, 2),
+        "ttft_p50_s": round(percentile(ttft, 0.5), 3) if ttft else None,
+        "ttft_p95_s": round(percentile(ttft, 0.95), 3) if ttft else None,
+        "ttft_p99_s": round(percentile(ttft, 0.99), 3) if ttft else None,
+        "status": dict(collections.Counter(s for s, _c in rows.values())),
+        "actions": dict(collections.Counter(f.get("action") for f in ledger.replies.values())),
+        "errors": dict(ledger.errors),
+        "lost": len(lost),
+        "mismatched": len(mismatched),
+        "in_flight": len(in_flight),
+        "in_flight_fate": dict(collections.Counter(rows[r][0] for r in in_flight if r in rows)),
+        "recovery_s": recovery,
+        "processes_alive": alive,
+    }
+
+
+def print_table(result: dict) -> None:
+    for key, value in result.items():
+        print(f"{key:<18} {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--stop-share", type=float, default=0.1)
+    parser.add_argument("--reconnect-share", type=float, default=0.1)
+    parser.add_argument(
+        "--fault", choices=["none", "worker-kill", "redis-restart", "postgres-restart"]
+    )
+    parser.add_argument("--fault-at", type=float, default=0.4, help="share of the run")
+    parser.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database")
+    args = parser.parse_args()
+    args.fault = args.fault or "none"
+    if args.fault == "postgres-restart" and not args.postgres:
+        parser.error("--fault postgres-restart needs --postgres (SQLite has no server)")
+    result = measure(args)
+    print_table(result)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

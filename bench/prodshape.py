@@ -1,0 +1,286 @@
+"""The production shape, small, for the load bench and the fault tests: a private redis-server,
+daphne and Celery worker processes on one Redis and one database, and a websocket chat client
+that logs in with a session cookie and follows replies the way the page does.
+
+Imported as `prodshape` by bench/bench_load.py and as `bench.prodshape` by tests/e2e (see
+bench/harness.py for why these helpers live in bench/).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:  # run as a script from bench/, or imported from the repository root
+    from harness import ROOT, free_port, start_celery_worker, start_daphne
+except ImportError:
+    from bench.harness import ROOT, free_port, start_celery_worker, start_daphne
+
+
+class RedisServer:
+    """A redis-server of our own on a free port (no persistence), killable and restartable on
+    the same port without touching anybody else's Redis."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(  # noqa: S603 - our own fixed command line, no shell
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
+                return self
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def kill(self) -> None:
+        """SIGKILL, as `kill -9` in the drill: nothing is saved."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class Process:
+    """One server or worker process and its log file."""
+
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@dataclass
+class Shape:
+    """daphne plus workers on `redis_url` and `database_url` (env shared by all of them)."""
+
+    redis_url: str
+    database_url: str
+    workdir: Path
+    extra_env: dict = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
+    port: int = 0
+
+    def env(self) -> dict:
+        env = dict(
+            os.environ,
+            REDIS_URL=self.redis_url,
+            DATABASE_URL=self.database_url,
+            WEBCHAT_EMBEDDED_WORKER="0",
+            WEBCHAT_START_EMBEDDED_WORKER="0",
+            WEBCHAT_AUTO_DEFAULT_MODEL="0",
+            WEBCHAT_VAR_DIR=str(self.workdir / "var"),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start_web(self, timeout: float = 60.0) -> Process:
+        self.port = self.port or free_port()
+        log_path = self.workdir / "daphne.log"
+        log = open(log_path, "a")  # noqa: SIM115 - lives as long as the process
+        proc = Process("web", start_daphne(self.port, self.env(), log), log_path)
+        self.processes["web"] = proc
+        deadline = time.monotonic() + timeout
+        while True:
+            if not proc.alive():
+                raise RuntimeError(f"daphne exited:\n{proc.log()}")
+            try:
+                urllib.request.urlopen(self.url + "/accounts/login/", timeout=2)  # noqa: S310
+                return proc
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"daphne did not start:\n{proc.log()}") from None
+                time.sleep(0.3)
+
+    def start_worker(
+        self, name: str, queues: str, *, concurrency: int, pool: str = "threads", timeout=60.0
+    ) -> Process:
+        log_path = self.workdir / f"{name}.log"
+        log = open(log_path, "a")  # noqa: SIM115 - lives as long as the process
+        started_at = log_path.stat().st_size if log_path.exists() else 0
+        popen = start_celery_worker(
+            queues,
+            self.env(),
+            log,
+            concurrency=concurrency,
+            loglevel="INFO",
+            extra_args=["-n", f"{name}-{time.monotonic_ns()}@%h", "--without-gossip"]
+            + ["--without-mingle", "--pool", pool],
+        )
+        proc = Process(name, popen, log_path)
+        self.processes[name] = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise RuntimeError(f"worker {name} exited early:\n{proc.log()}")
+            if " ready." in proc.log()[started_at:]:
+                return proc
+            time.sleep(0.2)
+        raise RuntimeError(f"worker {name} did not start:\n{proc.log()}")
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            proc.stop()
+
+
+def session_cookie(user) -> str:
+    """A logged-in session for `user` in the database the shape uses (as the login view makes)."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return session.session_key
+
+
+class ChatClient:
+    """The chat page's side of the websocket: send a turn, assemble its reply from `delta`,
+    `message` and `done` frames, reconnect and resubscribe (the server resends the row)."""
+
+    def __init__(self, base_url: str, session_key: str):
+        self.ws_url = base_url.replace("http://", "ws://") + "/ws/chat/"
+        self.origin = base_url
+        self.session_key = session_key
+        self.ws = None
+        self.conversation_id: int | None = None
+        self.text: dict[int, str] = {}
+        self.seq: dict[int, int] = {}
+
+    def connect(self, timeout: float = 10.0) -> dict:
+        from websockets.sync.client import connect
+
+        self.ws = connect(
+            self.ws_url,
+            additional_headers={"Cookie": f"sessionid={self.session_key}"},
+            origin=self.origin,
+            open_timeout=timeout,
+            close_timeout=2,
+        )
+        return self.recv(timeout)
+
+    def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+            self.ws = None
+
+    def send(self, frame: dict) -> None:
+        self.ws.send(json.dumps(frame))
+
+    def recv(self, timeout: float) -> dict:
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def ask(self, text: str, timeout: float = 30.0, **params) -> int:
+        """Send a turn; returns the queued reply's id once the server accepted it."""
+        self.send(
+            {"type": "send", "text": text, "conversation_id": self.conversation_id}
+            | {"params": params}
+        )
+        while True:
+            frame = self.recv(timeout)
+            if frame["type"] == "accepted":
+                self.conversation_id = frame["conversation"]["id"]
+                message = frame["message"]
+                self.text[message["id"]] = message["content"]
+                self.seq[message["id"]] = message["last_seq"]
+                return message["id"]
+            if frame["type"] == "error":
+                raise RuntimeError(f"turn refused: {frame}")
+            self.apply(frame)
+
+    def resubscribe(self) -> None:
+        """After a reconnect: watch the conversation again; its snapshot resets every reply."""
+        self.send({"type": "subscribe", "conversation_id": self.conversation_id})
+
+    def apply(self, frame: dict) -> dict | None:
+        """Fold one server frame into what this client has; returns a `done` frame."""
+        kind = frame["type"]
+        if kind == "delta":
+            mid = frame["message_id"]
+            if frame["seq"] == self.seq.get(mid, 0) + 1:
+                self.text[mid] = self.text.get(mid, "") + frame["text"]
+                self.seq[mid] = frame["seq"]
+        elif kind == "message":
+            message = frame["message"]
+            self.text[message["id"]] = message["content"]
+            self.seq[message["id"]] = message["last_seq"]
+        elif kind == "conversation":
+            for message in frame["messages"]:
+                if message["role"] == "assistant":
+                    self.text[message["id"]] = message["content"]
+                    self.seq[message["id"]] = message["last_seq"]
+                    if message["status"] not in ("queued", "streaming"):
+                        return {"type": "done", "message_id": message["id"], **message}
+        elif kind == "done":
+            self.text[frame["message_id"]] = frame["content"]
+            return frame
+        return None
+
+    def until_done(self, message_id: int, timeout: float = 60.0, on_frame=None) -> dict:
+        """Frames until `message_id` is done; returns its `done` frame."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no done for reply {message_id}")
+            frame = self.recv(remaining)
+            if on_frame is not None:
+                on_frame(frame)
+            done = self.apply(frame)
+            if done is not None and done["message_id"] == message_id:
+                return done
+
+
+__all__ = ["ROOT", "ChatClient", "Process", "RedisServer", "Shape", "session_cookie"]
