@@ -218,32 +218,12 @@ def active_tiny_model(db, tiny_model_factory):
     return model_version_activate(version=version)
 
 
-# A small model of the skills world, trained by the default recipe's own code (modeling.recipes)
-# at a size a test session can afford: a 2-layer Llama, 400 fine-tuning steps, no pretraining.
-# It is weak overall (about a fifth of the test split) but answers most weekday and month
-# questions, which is what the learning-loop tests need: a model that can be right, be fooled,
-# be repaired and be made to forget.
-SMALL_SKILLS_RECIPE = dict(
-    vocab_size=384,
-    text_docs=300,
-    train_dialogues=2000,
-    model=dict(family="llama", n_layer=2, n_head=4, n_embd=64),
-    seq_len=96,
-    batch_size=16,
-    pretrain_steps=0,
-    sft_steps=400,
-    lr=6e-3,
-    min_lr=6e-4,
-    warmup_steps=20,
-    eval_n=0,
-    num_threads=1,
-)
-
-
 @pytest.fixture(scope="session")
 def small_skills_model(tmp_path_factory) -> Path:
-    """The directory of a small skills model trained once per test session (slow: minutes)."""
-    from modeling.recipes import DefaultRecipe, build_default_model
+    """A small skills model trained once per test session by the default recipe at test size
+    (modeling.recipes.tiny_recipe; slow: minutes on a busy machine). It is weak overall but
+    answers some questions right, so it can be fooled, repaired and made to forget."""
+    from modeling.recipes import build_default_model, tiny_recipe
 
     out = tmp_path_factory.mktemp("small-skills")
-    return Path(build_default_model(out, seed=0, recipe=DefaultRecipe(**SMALL_SKILLS_RECIPE)))
+    return Path(build_default_model(out, seed=0, recipe=tiny_recipe()))

@@ -138,6 +138,4 @@ def test_a_narrow_fine_tune_without_replay_is_refused_with_its_interval_and_repl
     assert with_replay["clean accuracy"]["interval"]["low"] > low
     drops = with_replay["every family"]["families"].values()
     assert min(drops) > min(family["families"].values())
-    assert sum(min(0.0, d) for d in drops) > sum(
-        min(0.0, d) for d in family["families"].values()
-    )
+    assert sum(min(0.0, d) for d in drops) > sum(min(0.0, d) for d in family["families"].values())
