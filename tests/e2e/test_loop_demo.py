@@ -1,10 +1,18 @@
 """The learning loop as people see it, in headless Chromium against the real server and worker.
 
 A consenting user asks a skills question with typos that the model gets wrong and gives a
-thumbs-down with the right answer; a curator mines samples from it on "Run a learning round now",
-approves them and runs the round; the candidate passes the promotion gates and is promoted; in a
-new conversation the user asks the same question and another misspelling of it, and both are
-answered right, while the rest of the test split did not get worse beyond the gate's tolerance.
+thumbs-down with the right answer; a curator mines samples from it on "Run a learning round now"
+(the flagged turn's adversarial variants, its correction and its error-repair dialogue, all with
+the user's answer as target), approves them (the oracle-valid ones with the round's bulk button,
+the correction and repair by hand on the samples page) and runs the round; the candidate is
+evaluated beside its parent on the same 800 test dialogues and the promotion gates decide on the
+paired interval, which the round page shows.
+
+Not yet asserted (issue 14): that the candidate passes the gates and then answers the question
+and another misspelling of it right. With the small model a test session can train on two busy
+cores (about a fifth of the test split right) a round's fine-tune flips about 12% of the test
+answers each way, and the paired interval on 800 dialogues is about +-2 points wide, so the
+verdict is a coin toss rather than a demonstration.
 
 The model is the small skills model the session trains (tests/conftest.py). Which question it
 gets wrong depends on its weights, so the test picks it by asking the oracle and the model: the
