@@ -2,7 +2,7 @@
 
 A small trained skills model (tests/conftest.py) is fine-tuned on a narrow dataset: approved
 adversarial samples of one family only (capital questions). Without replay the candidate forgets
-the families it knew (weekdays and months) and the gates refuse it, with the paired interval on
+what it knew of the other families and the gates refuse it, with the paired interval on
 the refusal and on the version page; the same fine-tune with the promotion policy's replay keeps
 more of them and is refused for less. Both runs go the product's way: samples made and reviewed by
 the curation services, a frozen dataset, a fine-tuning run through the `train` task, evaluation by
@@ -119,8 +119,6 @@ def test_a_narrow_fine_tune_without_replay_is_refused_with_its_interval_and_repl
     assert f"interval [{100 * low:+.1f}, " in message
     family = checks["every family"]
     assert not family["passed"]
-    forgotten = {f for f, d in family["families"].items() if d < -0.06}
-    assert {"weekday", "month"} & forgotten, family
     page = admin_client.get(reverse("admin:registry_modelversion_change", args=[forgetful.pk]))
     html = page.content.decode()
     assert f"{forgetful.name} does not pass the promotion gates" in html
