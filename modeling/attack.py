@@ -8,7 +8,8 @@ Given a dialogue whose last message is the user turn to attack and the correct r
    importance = how much the deletion lowers the reply's log-probability.
 3. Greedy search, most important word first: propose edits of that word (modeling.augment's
    training families: typos, synonyms, case, deletion, a filler before it), keep the candidates the
-   constraints accept (protected slot words, maximum share of words changed, the validity oracle),
+   constraints accept (protected words: digits and the word to spell; maximum share of words
+   changed; the validity oracle, which accepts a misspelled entity only when it still names it),
    score them in one batch and keep the one that lowers the reply's log-probability most.
 4. Stop when greedy decoding no longer gives the correct reply (*successful*) or the query budget is
    spent (*failed*). Every scored candidate and every greedy decode is one query.
@@ -339,8 +340,8 @@ def attack(
         rng: random source for the candidate edits (default random.Random(0)).
         constraints: what a candidate must pass, each ``c(original, perturbed, context)``; None
             -> augment.default_constraints(); [] -> no check at all (the unverified ablation).
-        protect_slots: never edit the slot words (skills.slot_spans). False with constraints=[]
-            gives a fully unverified attack.
+        protect_slots: never edit the protected words (augment.protected_spans: digits and the
+            word to spell). False with constraints=[] gives a fully unverified attack.
         edits_per_word: typo variants proposed per word (plus synonyms, case, deletion, filler).
         max_passes: sweeps over the words (another sweep only while the last one helped).
         batch_size: candidates scored per forward pass.
@@ -369,9 +370,10 @@ def attack(
         if not match(output, target):
             return run.result("skipped", original, output, run.lp0)
 
-    # 2. word importance by deletion (protected slot words are never edited, so never ranked)
+    # 2. word importance by deletion (protected words are never edited, so never ranked; entity
+    # names are editable, the validity oracle keeps only edits that still name the same entity)
     seps, words, spans = _split(original)
-    protected = skills.slot_spans(original, context) if protect_slots else []
+    protected = augment.protected_spans(original, context) if protect_slots else []
     editable = [i for i, sp in enumerate(spans) if not augment.overlaps(sp, protected)]
     order = run.by_importance(seps, words, editable)
 

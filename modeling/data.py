@@ -19,6 +19,9 @@ Batches: the rows of step s are stream positions [s*G, (s+1)*G) of an endless st
 fresh seeded permutation of the rows per epoch (batch_indices), and the online perturbation of a
 row is seeded by its stream position. Both are pure functions of (seed, step), so training resumes
 exactly after a kill, and under DDP each rank takes its contiguous slices of the same global batch.
+With replay rows (a fine-tune replaying its parent's training mix, so it does not forget), R of
+the G rows of every step come from a second stream of the replay rows, spread evenly over the
+global batch (replay_count, replay_slots).
 """
 
 from __future__ import annotations
@@ -301,6 +304,35 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def replay_count(global_batch: int, share: float) -> int:
+    """How many rows of a global batch come from the replay stream.
+
+    Args:
+        global_batch: rows per optimizer step (all micro-batches and ranks).
+        share: the replay share in [0, 1).
+    Returns:
+        round(share * global_batch), at least 1 when share > 0 and at most global_batch - 1 (a
+        step always keeps a row of its own data); 0 when share is 0.
+    """
+    if share <= 0 or global_batch < 2:
+        return 0
+    return min(global_batch - 1, max(1, round(share * global_batch)))
+
+
+def replay_slots(global_batch: int, n_replay: int) -> list[bool]:
+    """Which positions of a global batch are replay rows: n_replay of them, spread evenly (so every
+    rank and micro-batch gets its share rather than the last one getting all of them).
+
+    Args:
+        global_batch: rows per step.
+        n_replay: replay rows per step (replay_count).
+    Returns:
+        one flag per position.
+    """
+    return [(j + 1) * n_replay // global_batch > j * n_replay // global_batch
+            for j in range(global_batch)]  # fmt: skip
+
+
 Row = tuple[list[int], list[int]]  # (inputs, targets), targets IGNORE_INDEX where no loss
 Perturb = Callable[[list[dict], random.Random], list[dict]]  # (messages, rng) -> messages
 
@@ -324,6 +356,9 @@ class Batches:
         pad_id: input id of padding (never a target).
         perturb: (messages, rng) -> messages applied to training rows (None: off).
         fixed_width: pad every batch to seq_len (one static shape for torch.compile).
+        replay: rows replayed beside the examples (the parent's training mix); their indices
+            follow the examples' (index len(examples) + k is replay row k).
+        replay_share: the share of every global batch drawn from replay (see replay_count).
     """
 
     def __init__(
@@ -339,8 +374,11 @@ class Batches:
         pad_id: int = 0,
         perturb: Perturb | None = None,
         fixed_width: bool = False,
+        replay: Sequence[Example] = (),
+        replay_share: float = 0.0,
     ):
         self.examples = examples
+        self.replay = list(replay)
         self.chat_format = chat_format
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -350,7 +388,35 @@ class Batches:
         self.perturb = perturb
         self.fixed_width = fixed_width
         self.global_batch = batch_size * grad_accum * world
+        self.replay_per_step = replay_count(self.global_batch, replay_share) if self.replay else 0
+        self._slots = replay_slots(self.global_batch, self.replay_per_step)
         self._cache: dict[int, Row] = {}
+
+    def _example(self, idx: int) -> Example:
+        n = len(self.examples)
+        return self.examples[idx] if idx < n else self.replay[idx - n]
+
+    def is_replay(self, idx: int) -> bool:
+        """Whether a row index (as step_indices gives it) is a replay row."""
+        return idx >= len(self.examples)
+
+    def step_indices(self, step: int) -> list[int]:
+        """Row indices of a step's global batch, in position order (replay rows offset by
+        len(examples)); a pure function of (seed, step).
+
+        Args:
+            step: 0-based optimizer step.
+        Returns:
+            global_batch indices.
+        """
+        G, R = self.global_batch, self.replay_per_step
+        if R == 0:
+            return batch_indices(len(self.examples), G, self.seed, step).tolist()
+        own = iter(batch_indices(len(self.examples), G - R, self.seed, step).tolist())
+        # a second seed: the replay stream's order is independent of the dataset's
+        replayed = iter(batch_indices(len(self.replay), R, self.seed + 7919, step).tolist())
+        n = len(self.examples)
+        return [n + next(replayed) if slot else next(own) for slot in self._slots]
 
     def row(self, idx: int, perturb_seed: int | None = None) -> Row:
         """Inputs and targets (IGNORE_INDEX = no loss) of example idx.
@@ -361,7 +427,7 @@ class Batches:
         Returns:
             (inputs, targets), equally long lists of token ids.
         """
-        ex = self.examples[idx]
+        ex = self._example(idx)
         if ex.tokens is not None:
             return ex.tokens[:-1], ex.tokens[1:]
         perturb = perturb_seed is not None and self.perturb is not None
@@ -399,7 +465,7 @@ class Batches:
             with fixed_width).
         """
         B = self.batch_size
-        order = batch_indices(len(self.examples), self.global_batch, self.seed, step)
+        order = self.step_indices(step)
         first = (micro * self.world + rank) * B
         rows = []
         for j in range(first, first + B):

@@ -100,33 +100,44 @@ def replay(
     Args:
         model: the model to test.
         chat_format: its ChatFormat.
-        samples: AttackResults, or dicts with "original", "perturbed", "target" and optionally
-            "context" (the messages before the turn). Only valid fooling samples should be given
-            (e.g. the successful AttackResults of the other model).
+        samples: AttackResults, or dicts with "original", "perturbed", the correct reply as
+            "reference" (or "target") and optionally "context" (the messages before the turn).
+            Only valid fooling samples should be given (e.g. the successful AttackResults of the
+            other model).
         batch_size: rows decoded together.
     Returns:
-        {"n", "clean_correct", "fooled", "asr" (fooled / clean_correct, None when 0)}.
+        {"n", "successful" (right on the original, wrong on the perturbed turn), "failed" (right
+        on both), "skipped" (wrong on the original), "asr" (successful / (successful + failed),
+        None when 0), "statuses" (per sample, in order), "clean_correct", "fooled"}.
     """
     rows = [s.to_dict() if hasattr(s, "to_dict") else dict(s) for s in samples]
-    if not rows:
-        return {"n": 0, "clean_correct": 0, "fooled": 0, "asr": None}
     context = [list(r.get("context") or []) for r in rows]
     originals = [c + [{"role": "user", "content": r["original"]}] for c, r in zip(context, rows)]
     perturbed = [c + [{"role": "user", "content": r["perturbed"]}] for c, r in zip(context, rows)]
-    refs = [r["target"] for r in rows]
+    refs = [r.get("reference", r.get("target")) for r in rows]
     caps = _caps(chat_format, refs)
     outs = predict(
         model, chat_format, originals + perturbed, batch_size=batch_size, max_new_tokens=caps + caps
     )
     clean, pert = outs[: len(rows)], outs[len(rows) :]
-    ok = [skills.is_correct(o, r) for o, r in zip(clean, refs)]
-    fooled = sum(k and not skills.is_correct(p, r) for k, p, r in zip(ok, pert, refs))
-    n_ok = sum(ok)
+    statuses = [
+        "skipped"
+        if not skills.is_correct(c, r)
+        else "failed"
+        if skills.is_correct(p, r)
+        else "successful"
+        for c, p, r in zip(clean, pert, refs)
+    ]
+    succ, fail = statuses.count("successful"), statuses.count("failed")
     return {
         "n": len(rows),
-        "clean_correct": n_ok,
-        "fooled": fooled,
-        "asr": fooled / n_ok if n_ok else None,
+        "successful": succ,
+        "failed": fail,
+        "skipped": statuses.count("skipped"),
+        "asr": succ / (succ + fail) if succ + fail else None,
+        "statuses": statuses,
+        "clean_correct": succ + fail,
+        "fooled": succ,
     }
 
 

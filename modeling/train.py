@@ -57,8 +57,8 @@ from modeling.data import (
     Batches,
     load_examples,
     skills_dialogues,
-    tokenizer_texts,
 )
+from modeling.dev_selection import DevSelector, DevSet
 from modeling.distributed import (
     Dist,
     agree,
@@ -72,6 +72,7 @@ from modeling.optim import lr_at, make_optimizer
 from modeling.progress import ProgressFn
 from modeling.regularisers import NEFTune, user_turn_perturbation
 from modeling.train_config import TrainConfig
+from modeling.train_setup import build_model_and_tokenizer, model_config_dict
 from modeling.train_state import load_train_state, restore_rng, save_train_state, state_path
 
 __all__ = ["MODEL_DIR", "Cancelled", "TrainConfig", "load_train_state", "train"]
@@ -95,43 +96,6 @@ class Cancelled(Exception):
         super().__init__(f"training cancelled after step {step}")
         self.step = step
         self.checkpoint = checkpoint
-
-
-# ----------------------------------------------------------------------------------------------
-# Model and tokenizer
-
-
-def _build_model_and_tokenizer(config: TrainConfig, out_dir: Path, device: torch.device, ddp):
-    """Return (model, tokenizer, parent_meta)."""
-    from modeling.checkpoint import load_model
-    from modeling.model import ModelConfig, Transformer
-    from modeling.tokenizer import Tokenizer
-
-    if config.base_model:
-        model, tokenizer, meta = load_model(config.base_model, device="cpu")
-        return model.to(device), tokenizer, meta
-    tok_file = out_dir / "tokenizer.json"
-    if config.tokenizer:
-        tokenizer = Tokenizer.load(config.tokenizer)
-    elif tok_file.exists():
-        tokenizer = Tokenizer.load(tok_file)
-    else:
-        if ddp.enabled:
-            raise ValueError("DDP from scratch needs a trained tokenizer: set config.tokenizer")
-        texts = tokenizer_texts(config.data, config.source_options())
-        tokenizer = Tokenizer.train(texts, vocab_size=config.tokenizer_vocab_size)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(tok_file)
-    mcfg = ModelConfig(**{**config.model, "vocab_size": tokenizer.vocab_size})
-    mcfg.block_size = max(mcfg.block_size, config.seq_len)
-    torch.manual_seed(config.seed)
-    model = Transformer(mcfg)
-    return model.to(device), tokenizer, {}
-
-
-def _model_config_dict(model: nn.Module) -> dict:
-    cfg = getattr(model, "config", None)
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,6 +124,8 @@ class _Run:
     dev_history: list[dict] = field(default_factory=list)
     neftune: NEFTune | None = None
     tokens_seen: int = 0  # this session's input tokens (for tokens/s)
+    selector: DevSelector | None = None  # select_on_dev: the kept checkpoint and its numbers
+    devset: DevSet | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -189,7 +155,9 @@ def train(
         config: the run (see TrainConfig).
         progress: called on rank 0 after every step and at evaluations with a dict
             ``{step, total, loss, lr, tokens_per_s, eta_s, phase}`` (phase "train" or "eval"; eval
-            calls also carry ``dev_loss`` and, when measured, ``dev_accuracy``).
+            calls also carry ``dev_loss`` and, when measured, ``dev_accuracy``; with
+            select_on_dev they carry ``dev_clean``, ``dev_robust`` and ``best_step``, from
+            step 0, the parent, on).
         should_cancel: checked between steps (on rank 0, broadcast to all ranks under DDP).
 
     Returns:
@@ -234,7 +202,7 @@ def _prepare(config: TrainConfig, ddp: Dist) -> _Run:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     out_dir = Path(config.out_dir)
-    model, tokenizer, parent_meta = _build_model_and_tokenizer(config, out_dir, device, ddp)
+    model, tokenizer, parent_meta = build_model_and_tokenizer(config, out_dir, device, ddp)
     if config.seq_len > model.config.block_size:
         # a base model's context is the hard limit; rows are cut to fit it
         config = dataclasses.replace(config, seq_len=model.config.block_size)
@@ -247,12 +215,26 @@ def _prepare(config: TrainConfig, ddp: Dist) -> _Run:
     perturb = user_turn_perturbation(
         config.perturb_prob, config.perturb_fn, config.perturb_recipe, config.perturb_rate
     )
-    batches = _batches(config, examples, chat_format, pad_id, ddp.world, perturb)
+    replay = []
+    if config.replay_share > 0:
+        replay, _ = _examples(config.replay_data, config, chat_format)
+        if not replay:
+            raise ValueError("the replay sources produced no training examples")
+    batches = _batches(config, examples, chat_format, pad_id, ddp.world, perturb, replay)
     dev = None
     if config.dev_data:
         dev_examples, _ = _examples(config.dev_data, config, chat_format)
         dev = _batches(config, dev_examples, chat_format, pad_id, 1, None) if dev_examples else None
+    selector = devset = None
+    if config.select_on_dev:
+        dialogues = skills_dialogues("dev", config.source_options())[: config.eval_accuracy_n]
+        devset = DevSet.build(
+            dialogues, config.dev_perturb_recipe, config.dev_perturb_rate, config.seed
+        )
+        selector = DevSelector(config.clean_dev_tolerance_points, config.patience)
     return _Run(
+        selector=selector,
+        devset=devset,
         config=config,
         ddp=ddp,
         device=device,
@@ -280,7 +262,7 @@ def _examples(specs: Sequence[str], config: TrainConfig, chat_format):
     )
 
 
-def _batches(config: TrainConfig, examples, chat_format, pad_id: int, world: int, perturb):
+def _batches(config: TrainConfig, examples, chat_format, pad_id, world, perturb, replay=()):
     sizes = {
         name: getattr(config, name) for name in ("seq_len", "batch_size", "grad_accum", "seed")
     }
@@ -291,6 +273,8 @@ def _batches(config: TrainConfig, examples, chat_format, pad_id: int, world: int
         pad_id=pad_id,
         perturb=perturb,
         fixed_width=config.compile,  # one static shape, so torch.compile does not recompile
+        replay=replay,
+        replay_share=config.replay_share,
         **sizes,
     )
 
@@ -311,6 +295,8 @@ def _resume(run: _Run) -> None:
     run.step = state["step"]
     run.loss_history = list(state["loss_history"])
     run.dev_history = list(state["dev_history"])
+    if run.selector is not None and state.get("selection"):
+        run.selector.load_state_dict(state["selection"])
 
 
 def _save_state(run: _Run) -> Path | None:
@@ -325,6 +311,7 @@ def _save_state(run: _Run) -> Path | None:
         "dev_history": run.dev_history,
         "config": run.config.to_dict(),
         "fingerprint": run.config._trajectory_fingerprint(),
+        "selection": run.selector.state_dict() if run.selector is not None else None,
     }
     return save_train_state(run.state_path, state)
 
@@ -334,7 +321,10 @@ def _loop(run: _Run, progress, should_cancel, t_start: float) -> dict:
     config, ddp = run.config, run.ddp
     run.model.train()
     step_at_start = run.step
-    info: dict = {"tokens_per_s": 0.0, "lr": lr_at(run.step, config)}
+    info: dict = {"step": run.step, "total": config.max_steps, "loss": None, "eta_s": None,
+                  "tokens_per_s": 0.0, "lr": lr_at(run.step, config)}  # fmt: skip
+    if run.selector is not None and run.selector.parent_clean is None:
+        _select(run, progress, info)  # step 0: the parent's dev accuracy
     while run.step < config.max_steps:
         if should_cancel is not None and agree(bool(should_cancel()), ddp, run.device):
             raise Cancelled(run.step, _save_state(run))
@@ -362,9 +352,25 @@ def _loop(run: _Run, progress, should_cancel, t_start: float) -> dict:
             run.dev_history.append(entry)
             if progress is not None and len(entry) > 1:
                 progress({**info, **entry, "phase": "eval"})
+        at_end = run.step == config.max_steps
+        due = run.selector is not None and (run.step % interval == 0 or at_end)
+        if due and agree(_select(run, progress, info), ddp, run.device):
+            run.selector.stopped_at = run.step if not at_end else None
+            break
         if config.checkpoint_interval and run.step % config.checkpoint_interval == 0:
             _save_state(run)
     return info
+
+
+def _select(run: _Run, progress, info: dict) -> bool:
+    """One dev-selection evaluation at the current step (rank 0); True when the run should stop."""
+    if not run.ddp.is_main:
+        return False
+    entry = run.selector.measure(run.devset, run.step, run.raw_model, run.chat_format)
+    run.model.train()
+    if progress is not None:
+        progress({**info, **entry, "step": run.step, "phase": "eval"})
+    return run.selector.should_stop()
 
 
 def _optimizer_step(run: _Run) -> float:
@@ -409,7 +415,7 @@ def _evaluate_dev(run: _Run) -> dict:
     entry: dict = {"step": run.step}
     if run.dev is not None:
         entry["dev_loss"] = _dev_loss(run)
-    if run.config.eval_accuracy_n and run.config.kind == "sft":
+    if run.config.eval_accuracy_n and run.config.kind == "sft" and run.selector is None:
         from modeling.evaluate import evaluate
 
         dialogues = skills_dialogues("dev", run.config.source_options())
@@ -452,6 +458,13 @@ def _finish(run: _Run, progress, info: dict, t_start: float) -> Path:
                 base = {"step": run.step, "total": config.max_steps, "loss": last_loss}
                 base.update(lr=info["lr"], tokens_per_s=info["tokens_per_s"])
                 progress({**base, "eta_s": 0.0, **entry, "phase": "eval"})
+    selection = None
+    if run.selector is not None and run.ddp.is_main:
+        selection = run.selector.summary(run.step)
+        if run.selector.best_state is not None:
+            run.raw_model.load_state_dict(run.selector.best_state)
+        final.update(best_step=selection["best_step"], dev_clean=selection["best_dev_clean"],
+                     dev_robust=selection["best_dev_robust"])  # fmt: skip
     model_dir = run.out_dir / MODEL_DIR
     if run.ddp.is_main:
         from modeling.checkpoint import save_model
@@ -462,9 +475,12 @@ def _finish(run: _Run, progress, info: dict, t_start: float) -> Path:
                 "parent_meta": run.parent_meta.get("lineage") if run.parent_meta else None,
                 "kind": config.kind,
                 "data": list(config.data),
+                "replay_data": list(config.replay_data) if config.replay_share > 0 else [],
+                "replay_share": config.replay_share,
                 **config.lineage,
             },
-            "model_config": _model_config_dict(run.raw_model),
+            "selection": selection,
+            "model_config": model_config_dict(run.raw_model),
             "num_params": sum(p.numel() for p in run.raw_model.parameters()),
             "train_config": config.to_dict(),
             "metrics": final,
@@ -472,6 +488,8 @@ def _finish(run: _Run, progress, info: dict, t_start: float) -> Path:
             "dev_curve": run.dev_history,
             "world_size": run.ddp.world,
             "data_rows": len(run.batches.examples),
+            "replay_rows": len(run.batches.replay),
+            "replay_rows_per_step": run.batches.replay_per_step,
             "dropped_conversations": run.dropped,
             "train_seconds_last_session": round(time.perf_counter() - t_start, 3),
         }

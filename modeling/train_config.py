@@ -36,6 +36,11 @@ class TrainConfig:
     # Data
     data: list[str] = field(default_factory=lambda: ["skills:train"])
     dev_data: list[str] = field(default_factory=list)
+    # Replay (no forgetting): sources in the syntax of `data` (a fine-tune replays its parent's
+    # training mix, e.g. ["skills:train", "skills-text"]); replay_share of every step's rows come
+    # from them (0 -> off; below 1, so each step keeps rows of its own data).
+    replay_data: list[str] = field(default_factory=list)
+    replay_share: float = 0.0
     skills_n: int = 0  # dialogues per skills split (0 -> the generator's default)
     skills_seed: int = 0
     skills_text_n: int = 0  # documents of skills-text (0 -> 2000)
@@ -57,6 +62,16 @@ class TrainConfig:
     eval_interval: int = 0
     eval_examples: int = 256  # dev examples for the dev loss
     eval_accuracy_n: int = 0  # also exact-match accuracy on this many dev dialogues (skills only)
+    # Select on dev (modeling.dev_selection): at step 0 and every eval_interval steps measure the
+    # clean and the robust (dev_perturb_recipe at dev_perturb_rate) accuracy on eval_accuracy_n
+    # skills dev dialogues; keep the checkpoint with the best robust accuracy among those whose
+    # clean accuracy is within clean_dev_tolerance_points of the parent's (step 0); stop after
+    # `patience` evals without a new best (0 -> never early); the saved model is the kept one.
+    select_on_dev: bool = False
+    dev_perturb_recipe: str = "mixed"
+    dev_perturb_rate: float = 0.2
+    clean_dev_tolerance_points: float = 0.5
+    patience: int = 0
     checkpoint_interval: int = 0
     resume: bool = True  # continue from out_dir/train_state when present
     keep_train_state: bool = False  # keep train_state/ after the final model is saved
@@ -133,6 +148,54 @@ class TrainConfig:
             raise ValueError("perturb_rate must be in (0, 1]")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError("need 0 <= min_lr <= lr and lr > 0")
+        self._validate_replay()
+        self._validate_selection()
+
+    def _validate_replay(self) -> None:
+        from modeling.data import check_source
+
+        if not 0.0 <= self.replay_share < 1.0:
+            raise ValueError(
+                f"replay_share must be in [0, 1) (the share of each batch drawn from replay; a "
+                f"step keeps rows of its own data), got {self.replay_share!r}"
+            )
+        if self.replay_share > 0 and not self.replay_data:
+            raise ValueError(
+                'replay_share > 0 needs replay_data (e.g. ["skills:train", "skills-text"])'
+            )
+        if self.replay_share > 0 and self.kind != "sft":
+            raise ValueError("replay is for fine-tunes: kind must be 'sft'")
+        for spec in self.replay_data:
+            check_source(spec)
+
+    def _validate_selection(self) -> None:
+        from modeling.augment import EVAL_ONLY_RECIPES, RECIPES
+
+        if self.patience < 0:
+            raise ValueError("patience must be >= 0 (0: never stop early)")
+        if self.clean_dev_tolerance_points < 0:
+            raise ValueError("clean_dev_tolerance_points must be >= 0")
+        if not self.select_on_dev:
+            return
+        if self.kind != "sft":
+            raise ValueError("select_on_dev needs kind 'sft' (it measures dev dialogue accuracy)")
+        if self.eval_interval < 1 or self.eval_accuracy_n < 1:
+            raise ValueError(
+                "select_on_dev needs eval_interval >= 1 and eval_accuracy_n >= 1 (the dev "
+                "dialogues measured at every eval)"
+            )
+        if self.dev_perturb_recipe in EVAL_ONLY_RECIPES:
+            raise ValueError(
+                f"dev_perturb_recipe {self.dev_perturb_recipe!r} is held out for evaluation: "
+                "selecting on it would leak it into training"
+            )
+        if self.dev_perturb_recipe not in RECIPES:
+            raise ValueError(
+                f"dev_perturb_recipe must be one of {', '.join(RECIPES)}; "
+                f"got {self.dev_perturb_recipe!r}"
+            )
+        if not 0.0 < self.dev_perturb_rate <= 1.0:
+            raise ValueError("dev_perturb_rate must be in (0, 1]")
 
     def source_options(self) -> SourceOptions:
         """How this run reads its data sources.

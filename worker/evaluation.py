@@ -1,19 +1,19 @@
 """The `cpu` queue: evaluation of model versions, stored as `Evaluation` rows.
 
 For one version, with the promotion policy's settings (their hash is `Evaluation.config_key`, so
-only comparable numbers are put side by side):
+only comparable numbers are put side by side), every number comes from
+`modeling.evaluation_suite.evaluate_suite`, the same function bench/bench_loop.py reports (see its
+docstring and docs/robustness.md for the keys):
 
-- `skills:test` / `skills:ood`: exact-match accuracy (overall and per family);
-- `perturbed`: accuracy, PDR = 1 - acc_perturbed / acc_clean and consistency under each
-  augmentation recipe at each word rate, on the same test dialogues;
-- `attack:adaptive`: the greedy attack rerun against this version (TextAttack's numbers: ASR =
-  successful / (successful + failed), accuracy under attack = failed / N, skipped, average
-  queries and share of words changed); its successful adversarial inputs are kept;
-- `attack:replayed`: the adversarial inputs mined against the parent replayed on this version
-  (transfer: a sample counts only when this version answers its clean original correctly).
+- `skills:test` / `skills:ood`: exact-match accuracy (overall, per family and per dialogue);
+- `perturbed`: accuracy, PDR and consistency under each augmentation recipe at each word rate;
+- `attack:adaptive`: the greedy attack rerun against this version (TextAttack's numbers and the
+  status of every attacked dialogue); its successful adversarial inputs are kept;
+- `attack:replayed`: the adversarial inputs mined against the parent replayed on this version.
 
-A candidate's parent and the active version are evaluated first with the same settings when they
-lack these numbers, so the admin can show them side by side and the gates can compare.
+This module only loads the model, calls the suite and stores its rows through the registry's
+services. A candidate's parent and the active version are evaluated first with the same settings
+when they lack these numbers, so the admin can show them side by side and the gates can compare.
 """
 
 import logging
@@ -21,10 +21,6 @@ import logging
 from worker.app import app
 
 log = logging.getLogger(__name__)
-
-# The perturbation families measured when the promotion policy names none: modeling.augment's
-# training recipes but "mixed" (a blend of the others), and two families never trained on.
-EVAL_FAMILIES = ("typo", "word", "distractor", "noise", "ocr", "split_merge")
 
 
 @app.task(
@@ -100,128 +96,37 @@ def evaluation_failed(version, run_id: int | None, reason: str) -> None:
         curation_job_fail(job_id=job.pk, error=f"evaluation failed: {reason}")
 
 
-def _families(config: dict) -> list[str]:
-    return list(config.get("perturb_families") or EVAL_FAMILIES)
-
-
 def evaluate_one(version, config: dict, key: str) -> dict:
-    """Compute and store every evaluation of one version; returns {test_set: metrics}."""
-    from modeling import skills
-    from modeling.evaluate import compare, evaluate
+    """Compute (modeling.evaluation_suite) and store every evaluation of one version.
+
+    Returns:
+        {test_set: metrics}.
+    """
+    from modeling.evaluation_suite import evaluate_suite
     from webchat.registry.services import (
         TEST_ADAPTIVE,
         TEST_CLEAN,
-        TEST_OOD,
-        TEST_PERTURBED,
         TEST_REPLAYED,
         evaluation_record,
         evaluation_results,
     )
-    from worker.curation import LoadedModel, perturb_fn
+    from worker.curation import LoadedModel
 
     loaded = LoadedModel(version)
-    seed = int(config.get("seed", 0))
-    n = max(1, int(config["eval_n"]))
-    test = skills.generate_dialogues("test", max(n, config["perturb_n"], config["attack_n"]), seed)
-    out: dict[str, dict] = {}
-
-    clean = evaluate(loaded.model, loaded.fmt, test[:n], return_predictions=True)
-    out[TEST_CLEAN] = {k: v for k, v in clean.items() if k != "predictions"}
-    # Per dialogue, in dialogue order: the gates pair two versions on the same dialogues.
-    out[TEST_CLEAN]["correct"] = [bool(p["correct"]) for p in clean["predictions"]]
-    ood = evaluate(loaded.model, loaded.fmt, skills.generate_dialogues("ood", n, seed))
-    out[TEST_OOD] = ood
-
-    m = max(1, int(config["perturb_n"]))
-    base = evaluate(loaded.model, loaded.fmt, test[:m], return_predictions=True)
-    perturbed = {}
-    for family in _families(config):
-        for rate in config.get("perturb_rates") or [0.1, 0.2]:
-            # evaluate() hands over the last user turn alone: follow-ups cannot be parsed without
-            # their context, so the oracle checks only the turns it understands (strict=False).
-            fn = perturb_fn(family, float(rate), strict=False)
-            result = evaluate(
-                loaded.model,
-                loaded.fmt,
-                test[:m],
-                perturb=lambda text, rng, fn=fn: fn(text, rng, []),
-                seed=seed,
-                return_predictions=True,
-            )
-            numbers = compare(base, result)
-            perturbed[f"{family}@{rate:g}"] = {
-                "accuracy": numbers["acc_perturbed"],
-                "acc_clean": numbers["acc_clean"],
-                "pdr": numbers["pdr"],
-                "consistency": numbers["consistency"],
-                "n": numbers["n"],
-            }
-    out[TEST_PERTURBED] = perturbed
-
-    out[TEST_ADAPTIVE] = adaptive_attack(loaded, test[: int(config["attack_n"])], config, seed)
     parent_attack = (
         evaluation_results(version.parent, key).get(TEST_ADAPTIVE) if version.parent else None
     )
-    if parent_attack is not None:
-        out[TEST_REPLAYED] = replay(loaded, parent_attack.get("examples", []))
+    replay_examples = parent_attack.get("examples", []) if parent_attack is not None else None
+    out = evaluate_suite(
+        loaded.model,
+        loaded.fmt,
+        config,
+        replay_examples=replay_examples,
+        log=lambda line: log.info("evaluating %s: %s", version.name, line),
+    )
+    if TEST_REPLAYED in out:
         out[TEST_REPLAYED]["source_version"] = version.parent.name
     for test_set, metrics in out.items():
         evaluation_record(version=version, test_set=test_set, metrics=metrics, config_key=key)
     log.info("evaluated %s: clean %.3f", version.name, out[TEST_CLEAN]["accuracy"])
     return out
-
-
-def _asr(successful: int, failed: int):
-    return successful / (successful + failed) if successful + failed else None
-
-
-def adaptive_attack(loaded, dialogues, config: dict, seed: int) -> dict:
-    """Attack every dialogue's last user turn against this model (modeling.attack's summary:
-    TextAttack's numbers), keeping the successful adversarial inputs for replay."""
-    from modeling.attack import attack_dialogues, attack_summary
-
-    budget = int(config["attack_budget"])
-    results = attack_dialogues(loaded.model, loaded.fmt, dialogues, budget=budget, seed=seed)
-    summary = attack_summary(results)
-    examples = [
-        {
-            "context": r.context,
-            "original": r.original,
-            "perturbed": r.perturbed,
-            "reference": r.target,
-            "family": d.family,
-        }
-        for r, d in zip(results, dialogues)
-        if r.status == "successful"
-    ]
-    return {
-        **summary,
-        "asr": summary["attack_success_rate"],
-        "budget": budget,
-        # per attacked dialogue, in order (successful / failed / skipped): the gates pair on it
-        "statuses": [r.status for r in results],
-        "examples": examples,
-    }
-
-
-def replay(loaded, examples: list[dict]) -> dict:
-    """Replay adversarial inputs mined against another model on this one."""
-    from modeling.skills import is_correct
-
-    if not examples:
-        return {"successful": 0, "failed": 0, "skipped": 0, "n": 0, "asr": None}
-    clean = loaded.replies(
-        [e["context"] + [{"role": "user", "content": e["original"]}] for e in examples]
-    )
-    adv = loaded.replies(
-        [e["context"] + [{"role": "user", "content": e["perturbed"]}] for e in examples]
-    )
-    counts = {"successful": 0, "failed": 0, "skipped": 0}
-    for e, c, a in zip(examples, clean, adv):
-        if not is_correct(c, e["reference"]):
-            counts["skipped"] += 1
-        elif is_correct(a, e["reference"]):
-            counts["failed"] += 1
-        else:
-            counts["successful"] += 1
-    return {**counts, "n": len(examples), "asr": _asr(counts["successful"], counts["failed"])}

@@ -9,11 +9,13 @@ The package, in reading order:
     words            word spans of a turn, and how many words a perturbation changed
     transformations  typo, synonym, filler_insert/_delete, word_swap, distractor, case_noise,
                      whitespace_noise; ocr and split_merge (evaluation only); word_edits
+    slots            protected_spans (digits, the word to spell), entity_spans (editable slot words)
     constraints      MaxWordsChanged, ProtectedSlots, ValidityOracle, is_valid
     augmenter        Transformation and Augmenter
     recipes          the recipe names and :func:`recipe`
 
-Recipes: "typo", "word", "distractor", "noise", "mixed" (``TRAIN_RECIPES``, used in training), and
+Recipes: "typo", "word", "distractor", "noise", "mixed", "entity_typo" (``TRAIN_RECIPES``, used in
+training; "entity_typo" misspells or lower-cases entity words, oracle-checked), and
 "ocr", "split_merge", "heldout" (``EVAL_ONLY_RECIPES``: nothing in training may use them, so they
 measure generalisation to a perturbation family the model never saw).
 
@@ -36,6 +38,7 @@ from modeling.augment.constraints import (
     is_valid,
 )
 from modeling.augment.recipes import EVAL_ONLY_RECIPES, RECIPES, TRAIN_RECIPES, recipe
+from modeling.augment.slots import entity_spans, protected_spans
 from modeling.augment.transformations import (
     OCR_CONFUSIONS,
     STOPWORDS,
@@ -48,6 +51,7 @@ from modeling.augment.transformations import (
     char_keyboard,
     char_swap,
     distractor,
+    entity_typo,
     filler_delete,
     filler_insert,
     keyboard_neighbours,
@@ -93,6 +97,8 @@ __all__ = [
     "char_swap",
     "default_constraints",
     "distractor",
+    "entity_spans",
+    "entity_typo",
     "filler_delete",
     "filler_insert",
     "is_valid",
@@ -100,6 +106,7 @@ __all__ = [
     "ocr",
     "overlaps",
     "phrase_pattern",
+    "protected_spans",
     "recipe",
     "split_merge",
     "synonym",

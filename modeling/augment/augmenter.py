@@ -6,8 +6,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from modeling import skills
 from modeling.augment.constraints import Constraint, Context
+from modeling.augment.slots import protected_spans
 from modeling.augment.words import Span
 
 
@@ -29,7 +29,9 @@ class Augmenter:
 
     name: the recipe name. transformations: each variant applies one of them (drawn uniformly), or
     a chain of up to ``compose`` of them. constraints: every variant must pass all of them.
-    protect_slots: skip skills.slot_spans in every transformation. tries_per_variant: attempts per
+    protect_slots: skip the protected words (augment.protected_spans: digits and the word to
+    spell of a parsed turn, every slot word of an unparsed one) in every transformation; other
+    slot words may be edited, and the validity oracle decides. tries_per_variant: attempts per
     requested variant before giving up (most candidates of some families are invalid).
     """
 
@@ -73,7 +75,7 @@ class Augmenter:
         return out
 
     def _protected(self, text: str, context: Context) -> list[Span]:
-        return skills.slot_spans(text, context) if self.protect_slots else []
+        return protected_spans(text, context) if self.protect_slots else []
 
     def __call__(self, text: str, rng: random.Random, context: Context = None) -> str:
         """One valid variant, or the text itself when none was found (a perturb_fn for training).

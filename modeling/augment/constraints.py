@@ -1,8 +1,9 @@
 """Constraints: predicates a perturbed turn must pass to count as the same question.
 
 Each is ``constraint(original, perturbed, context) -> bool``: :class:`MaxWordsChanged`,
-:class:`ProtectedSlots` (slot words survive verbatim), :class:`ValidityOracle`
-(``parse_user_turn(perturbed) == parse_user_turn(original)``).
+:class:`ProtectedSlots` (the protected words survive verbatim: digits and the word to spell of a
+parsed turn, every slot word of an unparsed one; see modeling.augment.slots) and
+:class:`ValidityOracle` (``parse_user_turn(perturbed) == parse_user_turn(original)``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from modeling import skills
+from modeling.augment.slots import Context, protected_spans
 from modeling.augment.words import phrase_pattern, words_changed, words_of
 
-Context = list[dict] | None  # the messages before the user turn
 Constraint = Callable[[str, str, Context], bool]
 
 
@@ -36,11 +37,12 @@ class MaxWordsChanged:
 
 @dataclass(frozen=True)
 class ProtectedSlots:
-    """Every slot word of the original (skills.slot_spans) is still there, verbatim and in order."""
+    """Every protected word of the original (augment.protected_spans) is still there, verbatim
+    and in order (entity names may change: the validity oracle judges those)."""
 
     def __call__(self, original: str, perturbed: str, context: Context = None) -> bool:
         pos = 0
-        for s, e in skills.slot_spans(original, context):
+        for s, e in protected_spans(original, context):
             m = phrase_pattern(original[s:e]).search(perturbed, pos)
             if m is None or m.group() != original[s:e]:
                 return False

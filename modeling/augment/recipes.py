@@ -7,6 +7,7 @@ from modeling.augment.constraints import default_constraints
 from modeling.augment.transformations import (
     case_noise,
     distractor,
+    entity_typo,
     filler_delete,
     filler_insert,
     ocr,
@@ -17,7 +18,7 @@ from modeling.augment.transformations import (
     word_swap,
 )
 
-TRAIN_RECIPES = ("typo", "word", "distractor", "noise", "mixed")
+TRAIN_RECIPES = ("typo", "word", "distractor", "noise", "mixed", "entity_typo")
 # nothing in training may use these, so they measure generalisation to a family the model never saw
 EVAL_ONLY_RECIPES = ("ocr", "split_merge", "heldout")
 RECIPES = TRAIN_RECIPES + EVAL_ONLY_RECIPES
@@ -41,6 +42,8 @@ def _family(name: str, rate: float) -> list[Transformation]:
             T("case", case_noise, {"rate": rate}),
             T("whitespace", whitespace_noise, {"rate": rate}),
         ]
+    if name == "entity_typo":
+        return [T("entity_typo", entity_typo, {"rate": rate})]
     if name == "ocr":
         return [T("ocr", ocr, {"rate": rate})]
     if name == "split_merge":
@@ -59,13 +62,14 @@ def recipe(
     """A named augmentation recipe.
 
     Args:
-        name: "typo", "word", "distractor", "noise", "mixed" (training) or "ocr", "split_merge",
-            "heldout" (evaluation only: OCR and split/merge together).
+        name: "typo", "word", "distractor", "noise", "mixed", "entity_typo" (training) or
+            "ocr", "split_merge", "heldout" (evaluation only: OCR and split/merge together).
         rate: word rate of the recipe's transformations (for typos: the probability that a word of
             4+ letters gets a typo).
         strict: the validity oracle rejects turns it cannot parse (False: such turns are only held
             to the other constraints, e.g. follow-ups without their context in training).
-        protect_slots: never touch slot words (and require them unchanged).
+        protect_slots: never touch the protected words (digits and the word to spell of a
+            parsed turn, every slot word of an unparsed one) and require them unchanged.
         max_share: most words of the original that may change (None: no limit).
     Returns:
         the Augmenter.

@@ -10,6 +10,8 @@ Every transformation is a ``TransformFn``: ``fn(text, rng, rate=..., protected=(
     word_swap     two adjacent non-slot words exchanged
     distractor    a sentence that never parses appended (skills.DISTRACTORS)
     case_noise / whitespace_noise
+    entity_typo   a typo in an entity word (country, day, month, unit word) or the entity
+                  lower-cased; the validity oracle decides whether it still names the entity
     ocr           held out for evaluation: OCR confusions (rn->m, l->1, O->0, cl->d, ...)
     split_merge   held out for evaluation: a word split in two, or two words merged
 
@@ -335,6 +337,32 @@ def whitespace_noise(
     for pos in sorted(set(_choose(sorted(set(gaps)), rng, rate)), reverse=True):
         text = text[:pos] + " " * rng.randint(1, 2) + text[pos:]
     return text
+
+
+def entity_typo(
+    text: str, rng: random.Random, rate: float = 0.2, protected: Sequence[Span] = ()
+) -> str:
+    """Misspell or lower-case entity words ("capitl of frnace", "after friday"), a TransformFn.
+
+    Entity words are the slot words with letters (skills.slot_spans of the turn read alone), not
+    protected; each is chosen with probability rate (at least one) and gets one character typo
+    (TYPO_OPS; words of 4+ letters) or, when it has capitals, is lower-cased. A short capitalised
+    entity ("Peru") is only lower-cased.
+    """
+    spans = [
+        sp
+        for sp in skills.slot_spans(text)
+        if text[sp[0] : sp[1]].isalpha() and not overlaps(sp, protected)
+    ]
+    edits = {}
+    for s, e in _choose(spans, rng, rate):
+        word = text[s:e]
+        can_typo = len(word) >= 4
+        if word != word.lower() and (not can_typo or rng.random() < 0.5):
+            edits[(s, e)] = word.lower()
+        elif can_typo:
+            edits[(s, e)] = TYPO_OPS[rng.choice(list(TYPO_OPS))](word, rng)
+    return _replace_spans(text, edits)
 
 
 # Held out for evaluation: training never uses the families below.

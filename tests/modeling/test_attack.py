@@ -163,3 +163,19 @@ def test_summary_numbers_follow_textattack():
     empty = attack_summary([_result("skipped", 1)])
     assert empty["attack_success_rate"] is None
     assert empty["accuracy_under_attack"] == 0.0
+
+
+def test_the_verified_attack_may_misspell_an_entity_the_oracle_still_recognises(tiny):
+    model, fmt, dialogues = tiny
+    results = attack.attack_dialogues(model, fmt, dialogues, budget=120, seed=0)
+    entity_edits = 0
+    for d, r in zip(dialogues, results):
+        context = d.prompt[:-1]
+        if r.perturbed == r.original:
+            continue
+        assert skills.parse_user_turn(r.perturbed, context) == skills.parse_user_turn(
+            r.original, context
+        )
+        entities = [r.original[s:e] for s, e in augment.entity_spans(r.original, context)]
+        entity_edits += any(w not in r.perturbed for w in entities)
+    assert entity_edits > 0

@@ -30,7 +30,7 @@ def test_recipes_are_deterministic_for_a_seed(name, turns):
 
 
 @pytest.mark.parametrize("name", augment.RECIPES)
-def test_variants_are_valid_distinct_and_keep_protected_slot_words(name, turns):
+def test_variants_are_valid_distinct_and_keep_protected_words(name, turns):
     aug = augment.recipe(name, rate=0.5)
     produced = 0
     for i, (context, text) in enumerate(turns):
@@ -38,7 +38,8 @@ def test_variants_are_valid_distinct_and_keep_protected_slot_words(name, turns):
         assert len(variants) == len(set(variants))
         assert text not in variants
         original = skills.parse_user_turn(text, context)
-        slots = [text[s:e] for s, e in skills.slot_spans(text, context)]
+        # digits and the word to spell stay verbatim; entity names may change (oracle-checked)
+        slots = [text[s:e] for s, e in augment.protected_spans(text, context)]
         for v in variants:
             produced += 1
             assert skills.parse_user_turn(v, context) == original is not None, (text, v)
@@ -97,13 +98,58 @@ def test_validity_oracle_rejects_changed_meaning_and_accepts_noise():
     assert augment.ValidityOracle(strict=False)("And for May?", "And for Mya?")
 
 
-def test_protected_slots_constraint_requires_slot_words_verbatim():
+def test_protected_slots_constraint_requires_digits_and_the_word_to_spell_verbatim():
     check = augment.ProtectedSlots()
     q = "Convert 3 kilometers to meters."
     assert check(q, "Please convert 3 kilometers to meters.")
-    assert not check(q, "Convert 3 kilometres to meters.")
+    assert check(q, "Convert 3 kilometres to meters.")  # a unit word: the oracle judges it
     assert not check(q, "Convert 4 kilometers to meters.")
     assert not check("Spell the word house.", "Spell the word hosue.")
+    assert not check("Reverse the word house.", "Reverse the word HOUSE.")
+    # a turn the oracle does not parse keeps every entity-like word
+    assert not check("I was in France.", "I was in Frnace.")
+
+
+def test_protected_and_entity_spans_split_the_slot_words():
+    q = "Convert 3 kilometers to meters."
+    assert [q[s:e] for s, e in augment.protected_spans(q)] == ["3"]
+    assert [q[s:e] for s, e in augment.entity_spans(q)] == ["kilometers", "meters"]
+    q = "Spell the word Spain."
+    assert [q[s:e] for s, e in augment.protected_spans(q)] == ["Spain"]
+    assert augment.entity_spans(q) == []
+    q = "What is the capital of France?"
+    assert augment.protected_spans(q) == []
+    assert [q[s:e] for s, e in augment.entity_spans(q)] == ["France"]
+
+
+def test_entity_typos_are_oracle_valid_edit_an_entity_and_never_touch_protected_words(turns):
+    aug = augment.recipe("entity_typo", rate=0.2)
+    edited = lowered = 0
+    for i, (context, text) in enumerate(turns):
+        original = skills.parse_user_turn(text, context)
+        protected = [text[s:e] for s, e in augment.protected_spans(text, context)]
+        entities = [text[s:e] for s, e in augment.entity_spans(text, context)]
+        for v in aug.augment(text, random.Random(i), 3, context):
+            assert original is not None
+            assert skills.parse_user_turn(v, context) == original, (text, v)
+            for word in protected:
+                assert re.search(rf"(?<![A-Za-z']){re.escape(word)}(?![A-Za-z'])", v), (text, v)
+            gone = [w for w in entities if not re.search(rf"(?<![A-Za-z']){w}(?![A-Za-z'])", v)]
+            assert gone, (text, v)  # an entity word is what changed
+            edited += 1
+            lowered += any(w.lower() in v and w != w.lower() for w in gone)
+    assert edited > len(turns)
+    assert lowered > 0
+
+
+def test_realistic_entity_typos_parse_to_the_same_question():
+    for original, typed in [
+        ("What is the capital of France?", "whats the capitl of frnace"),
+        ("What is the capital of Germany?", "capital of germany pls"),
+        ("Which day comes after Friday?", "which day comes aftr friday??"),
+    ]:
+        assert skills.parse_user_turn(typed) == skills.parse_user_turn(original) is not None
+        assert augment.ValidityOracle()(original, typed)
 
 
 def test_words_changed_counts_original_words_and_ignores_appended_sentences():

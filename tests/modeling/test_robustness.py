@@ -86,7 +86,10 @@ def test_replayed_asr_counts_only_samples_answered_right_when_clean(monkeypatch)
         {"original": "Unknown turn?", "perturbed": "Unknwn turn?", "target": "Paris."},
     ]
     out = rob.replay(None, FAKE_FORMAT, samples)
-    assert out == {"n": 3, "clean_correct": 2, "fooled": 2, "asr": 1.0}
+    assert out == {
+        "n": 3, "successful": 2, "failed": 0, "skipped": 1, "asr": 1.0,
+        "statuses": ["successful", "successful", "skipped"], "clean_correct": 2, "fooled": 2,
+    }  # fmt: skip
     assert rob.replay(None, FAKE_FORMAT, [])["asr"] is None
 
 

@@ -25,6 +25,7 @@ RECIPE_LABELS = {
     "distractor": "distractor sentence appended",
     "noise": "case and whitespace noise",
     "mixed": "a mix of the above",
+    "entity_typo": "entity typos (misspelled or lower-case names the oracle still recognises)",
 }
 GENERATION_METHODS = [(name, RECIPE_LABELS.get(name, name)) for name in TRAIN_RECIPES] + [
     ("attack", "greedy black-box attack on the model (slowest, strongest)"),
