@@ -23,7 +23,6 @@ from webchat.registry.services import (
     model_version_register,
     training_run_start,
 )
-from worker.finetune import train_config_fields
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -80,11 +79,9 @@ def narrow_dataset(admin_user, parent):
 
 def finetune(parent, dataset, capture, **hyperparameters):
     """One fine-tuning run of the parent (train task, then the evaluation task); its candidate."""
-    hp = {**FINETUNE, **hyperparameters}
-    if "select_on_dev" in train_config_fields():
-        # The gates are under test, not dev selection (which would hand back the parent's
-        # weights when every checkpoint forgets).
-        hp["select_on_dev"] = False
+    # The gates are under test, not dev selection (which hands back the parent's weights when
+    # every checkpoint forgets).
+    hp = {**FINETUNE, "select_on_dev": False, **hyperparameters}
     with capture(execute=True):
         run = training_run_start(
             kind=TrainingRun.Kind.SFT, base_model=parent, dataset=dataset, hyperparameters=hp
