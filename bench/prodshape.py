@@ -6,6 +6,7 @@ Imported as `prodshape` by bench/bench_load.py and as `bench.prodshape` by tests
 bench/harness.py for why these helpers live in bench/).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -126,9 +127,9 @@ class PostgresCluster:
 
     def restart(self) -> None:
         """`pg_ctl restart -m fast`: every connection is cut, the server is back when it returns."""
-        self._run(
-            "pg_ctl", "restart", "-w", "-m", "fast", "-D", str(self.datadir), "-l", str(self.log_path)
-        )
+        # -l: without a log file the server would write to (and hold open) our capture pipe
+        log = str(self.log_path)
+        self._run("pg_ctl", "restart", "-w", "-m", "fast", "-D", str(self.datadir), "-l", log)
 
     def createdb(self, name: str) -> str:
         """A new database in this cluster; returns its URL."""
@@ -141,10 +142,8 @@ class PostgresCluster:
     def stop(self) -> None:
         """Stop the server (immediately) and remove its folder."""
         if self.datadir.exists():
-            try:
+            with contextlib.suppress(subprocess.CalledProcessError):  # not running
                 self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(self.datadir))
-            except subprocess.CalledProcessError:
-                pass  # not running
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -253,12 +252,16 @@ class Shape:
         """Migrate the shape's database, register and activate `model_path`, create the users
         (no rate limit to speak of); returns their session ids. Run in a subprocess with the
         shape's environment, so it works on a database this process is not configured for."""
+        from modeling.checkpoint import model_info
+
+        # read here, where torch is loaded already: the subprocess then never imports it (6 s)
+        info = json.dumps(model_info(model_path))
         script = (
-            "import json, sys; from bench.prodshape import provision_here; "
-            "print(json.dumps(provision_here(sys.argv[1], json.loads(sys.argv[2]))))"
+            "import json, sys; from bench.prodshape import provision_here; print(json.dumps("
+            "provision_here(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]))))"
         )
         done = subprocess.run(  # noqa: S603 - our own fixed command line, no shell
-            [sys.executable, "-c", script, str(model_path), json.dumps(usernames)],
+            [sys.executable, "-c", script, str(model_path), info, json.dumps(usernames)],
             cwd=ROOT,
             env=dict(self.env(), DJANGO_SETTINGS_MODULE="webchat.settings"),
             capture_output=True,
@@ -274,7 +277,7 @@ class Shape:
             proc.stop()
 
 
-def provision_here(model_path: str, usernames: list[str]) -> list[str]:
+def provision_here(model_path: str, info: dict, usernames: list[str]) -> list[str]:
     """Shape.provision's body, in a process whose DATABASE_URL is the shape's database."""
     import django
 
@@ -282,12 +285,11 @@ def provision_here(model_path: str, usernames: list[str]) -> list[str]:
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from modeling.checkpoint import model_info
     from webchat.accounts.models import Profile
     from webchat.registry.services import model_version_activate, model_version_register
 
     call_command("migrate", verbosity=0)
-    version = model_version_register(name="shape", path=model_path, info=model_info(model_path))
+    version = model_version_register(name="shape", path=model_path, info=info)
     model_version_activate(version=version)
     sessions = []
     for name in usernames:

@@ -1,7 +1,8 @@
 """Faults in the production shape, shortened: a worker killed holding a reserved task, Redis
-killed and restarted, a private PostgreSQL cluster restarted mid-reply, a full disk on save, time limits under the threads and solo pools, and
-/metrics read by Prometheus's own parser while a reply streams. Real Redis, real `celery
-worker` and daphne processes, the test database (SQLite, or PostgreSQL with DATABASE_URL)."""
+killed and restarted, a private PostgreSQL cluster restarted mid-reply, a full disk on save,
+time limits under the threads and solo pools, and /metrics read by Prometheus's own parser while
+a reply streams. Real Redis, real `celery worker` and daphne processes, the test database
+(SQLite, or PostgreSQL with DATABASE_URL; the restart test has a cluster of its own)."""
 
 import errno
 import hashlib
