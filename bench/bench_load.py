@@ -59,6 +59,7 @@ class Ledger:
         self.lock = threading.Lock()
         self.replies: dict[int, dict] = {}
         self.errors: collections.Counter = collections.Counter()
+        self.error_times: list[float] = []
 
     def record(self, reply_id: int, **fields) -> None:
         with self.lock:
@@ -67,6 +68,7 @@ class Ledger:
     def error(self, code: str) -> None:
         with self.lock:
             self.errors[code] += 1
+            self.error_times.append(time.monotonic())
 
 
 def run_user(base_url, session, ledger, stop_at, args, seed) -> None:
@@ -209,6 +211,7 @@ def measure(args) -> dict:
         with ledger.lock:
             in_flight = [r for r, f in ledger.replies.items() if "status" not in f]
         inject(args.fault, shape, redis, cluster, fault)
+        print(f"fault ended at {time.strftime('%H:%M:%S')}", file=sys.stderr)  # for the logs
     for t in users:
         t.join()
     elapsed = time.monotonic() - started
@@ -219,7 +222,10 @@ def measure(args) -> dict:
     redis.stop()
     if cluster is not None:
         cluster.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep:
+        print(f"logs kept in {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return summarize(ledger, rows, elapsed, in_flight, fault, alive, args)
 
 
@@ -228,10 +234,12 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
     lost = [r for r, (status, _c) in rows.items() if status not in FINAL]
     mismatched = [r for r, f in seen.items() if rows.get(r, (None, None))[1] != f["text"]]
     ttft = [f["ttft"] for f in ledger.replies.values() if "ttft" in f]
-    recovery = None
+    recovery = last_error = None
     if fault:
         after = [f["done_at"] for f in seen.values() if f["sent"] >= fault["ended"]]
         recovery = round(min(after) - fault["ended"], 2) if after else None
+        late = [t for t in ledger.error_times if t >= fault["ended"]]
+        last_error = round(max(late) - fault["ended"], 2) if late else None
     return {
         "users": args.users,
         "seconds": args.seconds,
@@ -249,6 +257,7 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
         "in_flight": len(in_flight),
         "in_flight_fate": dict(collections.Counter(rows[r][0] for r in in_flight if r in rows)),
         "recovery_s": recovery,
+        "last_error_after_fault_s": last_error,
         "processes_alive": alive,
     }
 
@@ -270,6 +279,7 @@ def main() -> None:
     )
     parser.add_argument("--fault-at", type=float, default=0.4, help="share of the run")
     parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL cluster")
+    parser.add_argument("--keep", action="store_true", help="keep the process logs")
     parser.add_argument(
         "--attach-postgres",
         action="store_true",
