@@ -149,6 +149,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_RETRY = True
 if REDIS_URL:  # kombu's Redis transport, minus the restore that crashed a worker on Redis loss
     CELERY_BROKER_TRANSPORT = "worker.broker:Transport"
+    CELERY_WORKER_CONSUMER = "worker.broker:Consumer"  # retries a lost broker every second
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_HEARTBEAT = 10
