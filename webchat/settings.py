@@ -262,7 +262,7 @@ WEBCHAT = {
     "MAX_TOKENS_PER_REPLY": env.int("WEBCHAT_MAX_TOKENS_PER_REPLY", default=1024),
     "HEARTBEAT_TIMEOUT_S": env.int("WEBCHAT_HEARTBEAT_TIMEOUT_S", default=30),
     # Messages per page of a conversation's history (the page asks for older pages).
-    "HISTORY_PAGE": env.int("WEBCHAT_HISTORY_PAGE", default=500),
+    "HISTORY_PAGE": env.int("WEBCHAT_HISTORY_PAGE", default=60),
     # Login attempts per minute per client address and per username; signups per address.
     "LOGIN_ATTEMPTS_PER_MINUTE": env.int("WEBCHAT_LOGIN_ATTEMPTS_PER_MINUTE", default=10),
     "SIGNUPS_PER_MINUTE": env.int("WEBCHAT_SIGNUPS_PER_MINUTE", default=3),
