@@ -2,7 +2,9 @@
 
 Starts daphne, `celery worker -Q gpu --pool threads --concurrency 32`, `celery worker -Q
 train,cpu --pool solo` and `celery beat` (the reaper) on a private redis-server and a fresh
-database (SQLite in a temporary folder, or a fresh PostgreSQL database with --postgres), with
+database (SQLite in a temporary folder; --postgres: a private PostgreSQL cluster, initdb in a
+temporary folder on a free port; --attach-postgres: a fresh database on this machine's shared
+server at 127.0.0.1:5432), with
 bench_e2e's small random model. Each user sends skills questions one after another; a share of
 replies is stopped after the first delta, another share has its socket dropped mid-stream and
 re-opened (the client resubscribes and resumes from the snapshot, as the page does). At the end
@@ -11,7 +13,8 @@ every stored reply is compared with what its client assembled.
     .venv/bin/python bench/bench_load.py --users 64 --seconds 300 [--fault worker-kill]
     --fault worker-kill      SIGKILL the gpu worker; a new one starts 2 s later (a supervisor)
     --fault redis-restart    kill -9 the (private) Redis, start it again 5 s later
-    --fault postgres-restart restart this machine's PostgreSQL (pg_ctlcluster; with --postgres)
+    --fault postgres-restart `pg_ctl restart -m fast` the private cluster (implies --postgres;
+                             with --attach-postgres: pg_ctlcluster restart of the shared one)
 
 Prints a table and a final JSON line: replies/s, TTFT p50/p95/p99 (send -> first delta),
 errors by code, lost (never final 60 s after the end) and mismatched (stored text differs from
@@ -20,6 +23,7 @@ how long after the fault ended the first new reply was done.
 """
 
 import argparse
+import atexit
 import collections
 import json
 import os
@@ -33,7 +37,7 @@ import time
 from pathlib import Path
 
 from bench_e2e import percentile, setup
-from prodshape import ROOT, ChatClient, RedisServer, Shape
+from prodshape import ROOT, ChatClient, PostgresCluster, RedisServer, Shape
 
 sys.path.insert(0, str(ROOT))
 
@@ -55,6 +59,7 @@ class Ledger:
         self.lock = threading.Lock()
         self.replies: dict[int, dict] = {}
         self.errors: collections.Counter = collections.Counter()
+        self.error_times: list[float] = []
 
     def record(self, reply_id: int, **fields) -> None:
         with self.lock:
@@ -63,6 +68,7 @@ class Ledger:
     def error(self, code: str) -> None:
         with self.lock:
             self.errors[code] += 1
+            self.error_times.append(time.monotonic())
 
 
 def run_user(base_url, session, ledger, stop_at, args, seed) -> None:
@@ -119,7 +125,7 @@ def warm_up(base_url: str, session: str, args) -> None:
     chat.close()
 
 
-def inject(fault: str, shape: Shape, redis: RedisServer, log: dict) -> None:
+def inject(fault: str, shape: Shape, redis: RedisServer, cluster, log: dict) -> None:
     log["started"] = time.monotonic()
     if fault == "worker-kill":
         shape.processes["gpu"].kill()
@@ -129,10 +135,12 @@ def inject(fault: str, shape: Shape, redis: RedisServer, log: dict) -> None:
         redis.kill()
         time.sleep(5)
         redis.start()
-    elif fault == "postgres-restart":
-        cluster = sorted(os.listdir("/etc/postgresql"))[-1]
+    elif fault == "postgres-restart" and cluster is not None:
+        cluster.restart()
+    elif fault == "postgres-restart":  # --attach-postgres: the machine's own server
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
         subprocess.run(  # noqa: S603 - the machine's documented command, no shell
-            ["/usr/bin/pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"],
+            ["/usr/bin/pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
             check=True,
         )
     log["ended"] = time.monotonic()
@@ -160,7 +168,12 @@ def measure(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     redis = RedisServer(workdir / "redis").start()
     database_url = f"sqlite:///{workdir / 'db.sqlite3'}"
+    cluster = None
     if args.postgres:
+        cluster = PostgresCluster().start()
+        atexit.register(cluster.stop)  # a crashed run must not leave a server behind
+        database_url = cluster.createdb("webchat_load")
+    elif args.attach_postgres:
         name = f"webchat_load_{os.getpid()}"
         subprocess.run(  # noqa: S603 - our own fixed command line
             ["createdb", "-h", "127.0.0.1", "-U", "postgres", name],  # noqa: S607 - on PATH
@@ -197,7 +210,8 @@ def measure(args) -> dict:
         time.sleep(args.seconds * args.fault_at)
         with ledger.lock:
             in_flight = [r for r, f in ledger.replies.items() if "status" not in f]
-        inject(args.fault, shape, redis, fault)
+        inject(args.fault, shape, redis, cluster, fault)
+        print(f"fault ended at {time.strftime('%H:%M:%S')}", file=sys.stderr)  # for the logs
     for t in users:
         t.join()
     elapsed = time.monotonic() - started
@@ -206,7 +220,12 @@ def measure(args) -> dict:
     beat.terminate()
     shape.stop()
     redis.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    if cluster is not None:
+        cluster.stop()
+    if args.keep:
+        print(f"logs kept in {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return summarize(ledger, rows, elapsed, in_flight, fault, alive, args)
 
 
@@ -215,10 +234,12 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
     lost = [r for r, (status, _c) in rows.items() if status not in FINAL]
     mismatched = [r for r, f in seen.items() if rows.get(r, (None, None))[1] != f["text"]]
     ttft = [f["ttft"] for f in ledger.replies.values() if "ttft" in f]
-    recovery = None
+    recovery = last_error = None
     if fault:
         after = [f["done_at"] for f in seen.values() if f["sent"] >= fault["ended"]]
         recovery = round(min(after) - fault["ended"], 2) if after else None
+        late = [t for t in ledger.error_times if t >= fault["ended"]]
+        last_error = round(max(late) - fault["ended"], 2) if late else None
     return {
         "users": args.users,
         "seconds": args.seconds,
@@ -236,6 +257,7 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
         "in_flight": len(in_flight),
         "in_flight_fate": dict(collections.Counter(rows[r][0] for r in in_flight if r in rows)),
         "recovery_s": recovery,
+        "last_error_after_fault_s": last_error,
         "processes_alive": alive,
     }
 
@@ -256,11 +278,17 @@ def main() -> None:
         "--fault", choices=["none", "worker-kill", "redis-restart", "postgres-restart"]
     )
     parser.add_argument("--fault-at", type=float, default=0.4, help="share of the run")
-    parser.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database")
+    parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL cluster")
+    parser.add_argument("--keep", action="store_true", help="keep the process logs")
+    parser.add_argument(
+        "--attach-postgres",
+        action="store_true",
+        help="a fresh database on the shared server at 127.0.0.1:5432 (its restart is shared)",
+    )
     args = parser.parse_args()
     args.fault = args.fault or "none"
-    if args.fault == "postgres-restart" and not args.postgres:
-        parser.error("--fault postgres-restart needs --postgres (SQLite has no server)")
+    if args.fault == "postgres-restart" and not args.attach_postgres:
+        args.postgres = True  # SQLite has no server to restart
     result = measure(args)
     print_table(result)
     print(json.dumps(result))

@@ -6,11 +6,14 @@ Imported as `prodshape` by bench/bench_load.py and as `bench.prodshape` by tests
 bench/harness.py for why these helpers live in bench/).
 """
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -65,6 +68,86 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+
+def postgres_bindir() -> Path | None:
+    """The folder with initdb and pg_ctl (Debian keeps them out of PATH), newest version first."""
+    versions = Path("/usr/lib/postgresql").glob("*/bin/initdb")
+    newest = sorted(versions, key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if newest:
+        return newest[-1].parent
+    found = shutil.which("initdb")
+    return Path(found).resolve().parent if found else None
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of our own (initdb in a temporary folder, a free port, trust auth on
+    127.0.0.1 only), restartable with `pg_ctl restart -m fast` without touching the machine's
+    shared server. initdb refuses to run as root, so as root the cluster belongs to the
+    `postgres` user (runuser)."""
+
+    def __init__(self, port: int | None = None, bindir: Path | None = None):
+        self.bindir = bindir or postgres_bindir()
+        if self.bindir is None:
+            raise FileNotFoundError("no PostgreSQL binaries (initdb, pg_ctl)")
+        self.port = port or free_port()
+        # Not under pytest's tmp_path: its root-only parents would lock the postgres user out.
+        self.workdir = Path(tempfile.mkdtemp(prefix="webchat-pg-"))
+        self.datadir = self.workdir / "data"
+        self.log_path = self.workdir / "postgres.log"
+        self.as_root = os.geteuid() == 0
+
+    def url(self, name: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def _run(self, *args: str, timeout: float = 300.0) -> None:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        if self.as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(  # noqa: S603 - our own fixed command line, no shell
+            command, check=True, timeout=timeout, capture_output=True, cwd=self.workdir
+        )
+
+    def start(self) -> "PostgresCluster":
+        """initdb on first use, then start and wait until it accepts connections."""
+        if not self.datadir.exists():
+            if self.as_root:
+                shutil.chown(self.workdir, "postgres", "postgres")
+            # --no-sync: a throwaway cluster; its fsync of the new files took minutes on a busy disk
+            self._run(
+                "initdb", "--no-sync", "-D", str(self.datadir), "-U", "postgres", "--auth=trust"
+            )
+            # In the config file, not on pg_ctl's command line, so a restart keeps them. fsync
+            # off: a throwaway cluster, and the fault is a restart, not a power cut.
+            with open(self.datadir / "postgresql.conf", "a") as conf:
+                conf.write(
+                    f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                    f"unix_socket_directories = '{self.workdir}'\nfsync = off\n"
+                    "full_page_writes = off\nsynchronous_commit = off\n"
+                )
+        self._run("pg_ctl", "start", "-w", "-D", str(self.datadir), "-l", str(self.log_path))
+        return self
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: every connection is cut, the server is back when it returns."""
+        # -l: without a log file the server would write to (and hold open) our capture pipe
+        log = str(self.log_path)
+        self._run("pg_ctl", "restart", "-w", "-m", "fast", "-D", str(self.datadir), "-l", log)
+
+    def createdb(self, name: str) -> str:
+        """A new database in this cluster; returns its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        """Stop the server (immediately) and remove its folder."""
+        if self.datadir.exists():
+            with contextlib.suppress(subprocess.CalledProcessError):  # not running
+                self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(self.datadir))
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @dataclass
@@ -168,9 +251,55 @@ class Shape:
             time.sleep(0.2)
         raise RuntimeError(f"worker {name} did not start:\n{proc.log()}")
 
+    def provision(self, *, model_path: Path, usernames: list[str]) -> list[str]:
+        """Migrate the shape's database, register and activate `model_path`, create the users
+        (no rate limit to speak of); returns their session ids. Run in a subprocess with the
+        shape's environment, so it works on a database this process is not configured for."""
+        from modeling.checkpoint import model_info
+
+        # read here, where torch is loaded already: the subprocess then never imports it (6 s)
+        info = json.dumps(model_info(model_path))
+        script = (
+            "import json, sys; from bench.prodshape import provision_here; print(json.dumps("
+            "provision_here(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]))))"
+        )
+        done = subprocess.run(  # noqa: S603 - our own fixed command line, no shell
+            [sys.executable, "-c", script, str(model_path), info, json.dumps(usernames)],
+            cwd=ROOT,
+            env=dict(self.env(), DJANGO_SETTINGS_MODULE="webchat.settings"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode:
+            raise RuntimeError(f"provisioning failed:\n{done.stdout}\n{done.stderr}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     def stop(self) -> None:
         for proc in self.processes.values():
             proc.stop()
+
+
+def provision_here(model_path: str, info: dict, usernames: list[str]) -> list[str]:
+    """Shape.provision's body, in a process whose DATABASE_URL is the shape's database."""
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from webchat.accounts.models import Profile
+    from webchat.registry.services import model_version_activate, model_version_register
+
+    call_command("migrate", verbosity=0)
+    version = model_version_register(name="shape", path=model_path, info=info)
+    model_version_activate(version=version)
+    sessions = []
+    for name in usernames:
+        user = User.objects.create_user(name, password="x")  # noqa: S106 - a throwaway account
+        Profile.objects.update_or_create(user=user, defaults={"rate_limit_per_minute": 10000})
+        sessions.append(session_cookie(user))
+    return sessions
 
 
 def session_cookie(user) -> str:
@@ -283,4 +412,13 @@ class ChatClient:
                 return done
 
 
-__all__ = ["ROOT", "ChatClient", "Process", "RedisServer", "Shape", "session_cookie"]
+__all__ = [
+    "ROOT",
+    "ChatClient",
+    "PostgresCluster",
+    "Process",
+    "RedisServer",
+    "Shape",
+    "postgres_bindir",
+    "session_cookie",
+]

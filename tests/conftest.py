@@ -239,3 +239,14 @@ def active_tiny_model(db, tiny_model_factory):
     path = tiny_model_factory(0)
     version = model_version_register(name="tiny-0", path=str(path), info=model_info(path))
     return model_version_activate(version=version)
+
+
+@pytest.fixture(scope="session")
+def small_skills_model(tmp_path_factory) -> Path:
+    """A small skills model trained once per test session by the default recipe at test size
+    (modeling.recipes.tiny_recipe; slow: minutes on a busy machine). It is weak overall but
+    answers some questions right, so it can be fooled, repaired and made to forget."""
+    from modeling.recipes import build_default_model, tiny_recipe
+
+    out = tmp_path_factory.mktemp("small-skills")
+    return Path(build_default_model(out, seed=0, recipe=tiny_recipe()))

@@ -149,6 +149,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_RETRY = True
 if REDIS_URL:  # kombu's Redis transport, minus the restore that crashed a worker on Redis loss
     CELERY_BROKER_TRANSPORT = "worker.broker:Transport"
+    CELERY_WORKER_CONSUMER = "worker.broker:Consumer"  # retries a lost broker every second
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_HEARTBEAT = 10
@@ -261,7 +262,7 @@ WEBCHAT = {
     "MAX_TOKENS_PER_REPLY": env.int("WEBCHAT_MAX_TOKENS_PER_REPLY", default=1024),
     "HEARTBEAT_TIMEOUT_S": env.int("WEBCHAT_HEARTBEAT_TIMEOUT_S", default=30),
     # Messages per page of a conversation's history (the page asks for older pages).
-    "HISTORY_PAGE": env.int("WEBCHAT_HISTORY_PAGE", default=500),
+    "HISTORY_PAGE": env.int("WEBCHAT_HISTORY_PAGE", default=60),
     # Login attempts per minute per client address and per username; signups per address.
     "LOGIN_ATTEMPTS_PER_MINUTE": env.int("WEBCHAT_LOGIN_ATTEMPTS_PER_MINUTE", default=10),
     "SIGNUPS_PER_MINUTE": env.int("WEBCHAT_SIGNUPS_PER_MINUTE", default=3),

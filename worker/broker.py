@@ -9,11 +9,14 @@ is logged and skipped: the messages stay in Redis's unacked set (restored after 
 timeout), and a reply among them is re-dispatched by the reaper once its claim lapses
 (worker.claims); the running tasks finish into the database meanwhile.
 
-Selected by CELERY_BROKER_TRANSPORT when REDIS_URL is set.
+Selected by CELERY_BROKER_TRANSPORT when REDIS_URL is set; `Consumer` below by
+CELERY_WORKER_CONSUMER.
 """
 
+import functools
 import logging
 
+from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
@@ -58,3 +61,24 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+# How often a worker tries the broker again while it is away. Celery's consumer calls kombu's
+# ensure_connection with its defaults (2 s, then 2 s more each time, up to 30 s: tries at 0, 2,
+# 6, 12, 20, 30 s ...) and has no setting for them, so a Redis back after 5 s was first tried
+# again 1 to 7 s later, and one back after 13 s up to 7 s later (issue 16: "new replies within
+# 10 s of Redis being back"). Trying Redis once a second costs nothing.
+RECONNECT_INTERVAL_S = 1.0
+
+
+class Consumer(CeleryConsumer):
+    """Celery's task consumer, retrying a lost broker every RECONNECT_INTERVAL_S."""
+
+    def ensure_connected(self, conn):
+        conn.ensure_connection = functools.partial(
+            conn.ensure_connection,
+            interval_start=RECONNECT_INTERVAL_S / 2,
+            interval_step=RECONNECT_INTERVAL_S / 2,
+            interval_max=RECONNECT_INTERVAL_S,
+        )
+        return super().ensure_connected(conn)

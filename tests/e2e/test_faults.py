@@ -1,7 +1,8 @@
 """Faults in the production shape, shortened: a worker killed holding a reserved task, Redis
-killed and restarted, a full disk on save, time limits under the threads and solo pools, and
-/metrics read by Prometheus's own parser while a reply streams. Real Redis, real `celery
-worker` and daphne processes, the test database (SQLite, or PostgreSQL with DATABASE_URL)."""
+killed and restarted, a private PostgreSQL cluster restarted mid-reply, a full disk on save,
+time limits under the threads and solo pools, and /metrics read by Prometheus's own parser while
+a reply streams. Real Redis, real `celery worker` and daphne processes, the test database
+(SQLite, or PostgreSQL with DATABASE_URL; the restart test has a cluster of its own)."""
 
 import errno
 import hashlib
@@ -14,8 +15,20 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
-from bench.prodshape import ChatClient, RedisServer, Shape, session_cookie
-from tests.conftest import CeleryWorkerProcess, database_url_for, redis_celery_app
+from bench.prodshape import (
+    ChatClient,
+    PostgresCluster,
+    RedisServer,
+    Shape,
+    postgres_bindir,
+    session_cookie,
+)
+from tests.conftest import (
+    CeleryWorkerProcess,
+    _service_missing,
+    database_url_for,
+    redis_celery_app,
+)
 from tests.worker.test_generation import GroupListener, deltas_of, queued_turn
 from webchat.chat.models import Message
 
@@ -141,6 +154,7 @@ def test_redis_killed_and_restarted_keeps_the_worker_alive_and_a_new_reply_strea
         listener._stop = True
         time.sleep(3)
         server.start()
+        back = time.monotonic()
         wait_for(
             lambda: status_of(in_flight) not in ("queued", "streaming"), 60, "the in-flight end"
         )
@@ -157,10 +171,87 @@ def test_redis_killed_and_restarted_keeps_the_worker_alive_and_a_new_reply_strea
         fresh.refresh_from_db()
         assert fresh.status == "done"
         assert fresh.content == "".join(d["text"] for d in deltas_of(events))
+        # generous (the in-flight reply ends first, on a shared machine); the worker tries the
+        # broker every second (worker.broker.Consumer), not on kombu's 2..30 s backoff
+        assert time.monotonic() - back < 30, "the new reply took over 30 s after Redis was back"
         assert worker.proc.poll() is None
     finally:
         worker.stop()
         server.stop()
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL cluster of this test's own: restarting it disturbs nobody's server."""
+    if postgres_bindir() is None:
+        _service_missing("PostgreSQL binaries (initdb, pg_ctl)")
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+def stored_replies(database_url: str) -> dict[int, tuple[str, str]]:
+    """Every assistant row's (status, content), read straight from the cluster."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT id, status, content FROM chat_message WHERE role = 'assistant'"
+        ).fetchall()
+    return {pk: (status, content) for pk, status, content in rows}
+
+
+def test_postgres_restarted_mid_reply_loses_nothing_and_a_new_reply_streams(
+    private_postgres, tiny_model_factory, redis_url, tmp_path
+):
+    database_url = private_postgres.createdb("webchat_fault")
+    shape = Shape(redis_url, database_url, tmp_path)
+    session, other = shape.provision(
+        model_path=tiny_model_factory(0), usernames=["pgfault", "pgfault2"]
+    )
+    shape.start_web()
+    shape.start_worker("gpu", "gpu", concurrency=4)
+    try:
+        chat = ChatClient(shape.url, session)
+        chat.connect()
+        # warm: the worker loads the model on its first reply, before the fault
+        warm = chat.ask("Hello there", max_new_tokens=4, temperature=0)
+        assert chat.until_done(warm, timeout=120)["status"] == "done"
+
+        before = stored_replies(database_url)
+        restarted: list[float] = []
+
+        def restart_on_first_delta(frame):
+            if frame["type"] == "delta" and not restarted:
+                private_postgres.restart()  # every connection of web and worker is cut
+                restarted.append(time.monotonic())
+
+        in_flight = chat.ask("caught in the restart", max_new_tokens=256, temperature=0)
+        ended = chat.until_done(in_flight, timeout=60, on_frame=restart_on_first_delta)
+        assert restarted, "the reply ended before its first delta"
+        assert ended["status"] in ("done", "failed", "interrupted"), ended
+
+        # the same socket (the web process reconnects to the database by itself) ...
+        fresh = chat.ask("after the restart", max_new_tokens=24, temperature=0)
+        assert chat.until_done(fresh, timeout=60)["status"] == "done"
+        # ... and a new login on a new socket
+        second = ChatClient(shape.url, other)
+        second.connect()
+        newcomer = second.ask("a new socket", max_new_tokens=24, temperature=0)
+        assert second.until_done(newcomer, timeout=60)["status"] == "done"
+        second.close()
+        chat.close()
+
+        after = stored_replies(database_url)
+        assert after[warm] == before[warm]  # saved before the restart: untouched
+        for client, reply in ((chat, in_flight), (chat, fresh), (second, newcomer)):
+            assert after[reply][1] == client.text[reply], reply  # stored = what the user saw
+        assert after[fresh][0] == after[newcomer][0] == "done"
+        assert len(after[fresh][1]) > 0
+        for proc in shape.processes.values():
+            assert proc.alive(), proc.log()
+    finally:
+        shape.stop()
 
 
 def test_a_generation_time_limit_fires_under_the_threads_pool(active_tiny_model, user, redis_url):
