@@ -79,6 +79,10 @@ def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory):
         WEBCHAT_START_EMBEDDED_WORKER="1",
         DJANGO_DEBUG="1",
         PYTHONUNBUFFERED="1",
+        # Every test here logs in or signs up from 127.0.0.1 within a minute or two; the
+        # throttle itself is tested in tests/webchat/test_security_limits.py.
+        WEBCHAT_LOGIN_ATTEMPTS_PER_MINUTE="10000",
+        WEBCHAT_SIGNUPS_PER_MINUTE="10000",
     )
     for name in ("REDIS_URL", "WEBCHAT_EMBEDDED_WORKER"):
         env.pop(name, None)
