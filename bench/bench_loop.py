@@ -356,12 +356,62 @@ def run_seed(args, seed: int, verified: bool) -> list[dict]:
     return rows
 
 
+def _lineage_cmd(args, seed: int, verified: bool) -> list[str]:
+    return [
+        sys.executable, __file__, "--seed-process", str(seed), "1" if verified else "0",
+        "--rounds", str(args.rounds), "--mine-n", str(args.mine_n), "--out", args.out,
+        "--policy", args.policy, "--quick-default", args.quick_default,
+        "--finetune", args.finetune,
+    ]  # fmt: skip
+
+
+def _run_lineages(args, lineages: list[tuple[int, bool]]) -> list[list[dict]]:
+    """One process per lineage (its own database and Django setup), ``--jobs`` at a time; each
+    process picks its own torch thread count (modeling.recipes.choose_num_threads), so two
+    lineages on two cores run side by side instead of fighting over both."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if args.jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    running: list[tuple[subprocess.Popen, int, bool, Path, object]] = []
+    pending = list(lineages)
+    results: dict[tuple[int, bool], list[dict]] = {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed, verified = pending.pop(0)
+            log_file = out / f"seed{seed}-{int(verified)}.log"
+            log = open(log_file, "w")  # noqa: SIM115 - closed when the process ends
+            proc = subprocess.Popen(  # noqa: S603 - our own script
+                _lineage_cmd(args, seed, verified), stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+            running.append((proc, seed, verified, log_file, log))
+        time.sleep(1)
+        for item in list(running):
+            proc, seed, verified, log_file, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            result = out / f"rows-{seed}-{int(verified)}.json"
+            if proc.returncode or not result.is_file():
+                for other in running:
+                    other[0].terminate()
+                sys.stderr.write(log_file.read_text()[-5000:])
+                raise SystemExit(f"seed {seed} failed (log: {log_file})")
+            results[(seed, verified)] = json.loads(result.read_text())
+    return [results[lineage] for lineage in lineages]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--mine-n", type=int, default=300, help="training dialogues mined per round")
     ap.add_argument("--ablation", action="store_true", help="also the unverified lineage")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="lineages (seed processes) run side by side"
+    )
     ap.add_argument("--out", default=str(ROOT / "var" / "bench" / "loop"))
     ap.add_argument(
         "--policy",
@@ -387,38 +437,14 @@ def main() -> int:
         rows = run_seed(args, seed, verified)
         (Path(args.out) / f"rows-{seed}-{int(verified)}.json").write_text(json.dumps(rows))
         return 0
+    lineages = [
+        (seed, verified)
+        for verified in ((True, False) if args.ablation else (True,))
+        for seed in range(args.seeds)
+    ]
     rows = []
-    for verified in (True, False) if args.ablation else (True,):
-        for seed in range(args.seeds):
-            # one process per lineage: its own database and Django setup
-            cmd = [
-                sys.executable,
-                __file__,
-                "--seed-process",
-                str(seed),
-                "1" if verified else "0",
-                "--rounds",
-                str(args.rounds),
-                "--mine-n",
-                str(args.mine_n),
-                "--out",
-                args.out,
-                "--policy",
-                args.policy,
-                "--quick-default",
-                args.quick_default,
-                "--finetune",
-                args.finetune,
-            ]
-            log_file = Path(args.out) / f"seed{seed}-{int(verified)}.log"
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_file, "w") as log:
-                done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)  # noqa: S603
-            result = Path(args.out) / f"rows-{seed}-{int(verified)}.json"
-            if done.returncode or not result.is_file():
-                sys.stderr.write(log_file.read_text()[-5000:])
-                raise SystemExit(f"seed {seed} failed (log: {log_file})")
-            rows += json.loads(result.read_text())
+    for result in _run_lineages(args, lineages):
+        rows += result
     means = print_table(rows)
     met = targets(means, rows)
     for t in met:

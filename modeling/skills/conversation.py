@@ -20,9 +20,11 @@ from collections.abc import Callable
 from modeling.skills.intents import (
     GREETING_TEMPLATES,
     INTENT_TEMPLATES,
+    N_OOD_TOPICS,
     OOS_CITIES,
     OOS_CODE,
     OOS_THINGS,
+    OOS_TOPICS,
     REPLIES,
     SOCIAL_INTENTS,
 )
@@ -41,8 +43,10 @@ def _pick(rng: random.Random, name: str, ood: bool) -> tuple[str, str]:
     return INTENT_TEMPLATES[name][int(tid.split("/")[1])], tid
 
 
-def _fill(template: str, rng: random.Random) -> str:
+def _fill(template: str, rng: random.Random, ood: bool = False) -> str:
+    topics = OOS_TOPICS[-N_OOD_TOPICS:] if ood else OOS_TOPICS[:-N_OOD_TOPICS]
     return template.format(
+        topic=rng.choice(topics)[0],
         # never a held-out country: it must be met first in the pretraining text, not in a refusal
         country=rng.choice(TRAIN_ENTITIES["capital"]),
         city=rng.choice(OOS_CITIES),
@@ -95,7 +99,7 @@ def out_of_scope_dialogue(rng: random.Random, question: QuestionFn, ood: bool):
     """
     messages, tids = _earlier_exchange(rng, question) if rng.random() < 0.2 else ([], [])
     template, tid = _pick(rng, "out_of_scope", ood)
-    text = _fill(template, rng)
+    text = _fill(template, rng, ood)
     if rng.random() < 0.15:
         text = f"{rng.choice(_OPENERS)} {text}"
     reply = REPLIES["out_of_scope"]

@@ -23,9 +23,12 @@ from modeling.skills import conversation
 from modeling.skills.templates import FOLLOWUP_TEMPLATES, STATEMENTS, TEMPLATES, template_ids
 from modeling.skills.world import (
     _ENTITIES,
+    ADD_RANGE,
     CONVERSIONS,
     FAMILIES,
+    MUL_RANGE,
     SPLITS,
+    SUB_RANGE,
     TASKS,
     UNIT_FORMS,
     Message,
@@ -208,9 +211,31 @@ def _draw(rng: random.Random, family: str, split: str) -> Dialogue:
         ]
         tids = (tid,)
     text, task, _, slots, tid = _question(rng, family, new_ent, new_tpl)
+    if task == "arithmetic" and rng.random() < OUT_OF_RANGE_SHARE:
+        # a sum beyond the world's ranges: the honest RANGE_REPLY, never a guessed number
+        entity = _out_of_range_problem(rng)
+        text, slots = _render(task, int(tid.split("/")[1]), entity), _slots_of(task, entity)
     messages.append({"role": "user", "content": conversation.open_with_greeting(rng, text)})
     messages.append({"role": "assistant", "content": answer_for(Parse(task, slots))})
     return Dialogue(messages, family, task, slots, (*tids, tid), split, heldout)
+
+
+# share of arithmetic questions whose numbers are outside the world's ranges
+OUT_OF_RANGE_SHARE = 0.08
+
+
+def _out_of_range_problem(rng: random.Random) -> tuple[str, int, int]:
+    """A sum the world does not answer: bigger numbers, a negative difference, or a product
+    beyond 12 x 12."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        op = rng.choice(("add", "sub"))
+        a, b = rng.randint(ADD_RANGE.stop, 999), rng.randint(0, 999)
+        return (op, a, b) if rng.random() < 0.5 else (op, b, a)
+    if kind == 1:
+        a = rng.randint(0, SUB_RANGE.stop - 2)
+        return ("sub", a, rng.randint(a + 1, SUB_RANGE.stop + 20))
+    return ("mul", rng.randint(MUL_RANGE.stop, 99), rng.randint(2, 99))
 
 
 def generate_dialogues(
@@ -274,9 +299,10 @@ def pretraining_text(n: int = 2000, seed: int = 0, include_ood: bool = True) -> 
 
     Each document is 3-8 statements ("The capital of Spain is Madrid.", "After Monday comes
     Tuesday.", "7 times 8 is 56.", "The word cat is spelled c-a-t.") in the STATEMENTS phrasings
-    (several paraphrases of each fact, both directions), never in a question template. The
-    entities are taken in turn, a fresh shuffle per pass, so every entity is stated about equally
-    often (n * 5.5 / ~700 times each).
+    (several paraphrases of each fact, both directions), never in a question template. Each
+    statement's task is drawn in proportion to the task's entities (the sums capped at
+    ``_STATEMENT_SHARE_CAP``, about half the statements); within a task the entities are taken
+    in turn, a fresh shuffle per pass, so each is stated about equally often.
 
     Args:
         n: number of documents.
@@ -287,23 +313,30 @@ def pretraining_text(n: int = 2000, seed: int = 0, include_ood: bool = True) -> 
         n strings.
     """
     rng = random.Random(f"pretrain:{seed}:{include_ood}")  # noqa: S311 (seeded data, not security)
-    facts_of = [
-        (task, entity)
-        for task, pools in _ENTITIES.items()
-        for entity in pools[0] + (pools[1] if include_ood else [])
-    ]
-    # every entity in turn (a fresh shuffle per pass), so each one is stated about equally often
-    queue: list = []
+    facts_of = {
+        task: pools[0] + (pools[1] if include_ood else []) for task, pools in _ENTITIES.items()
+    }
+    # a task is drawn in proportion to its entities, capped so that the ~15,000 sums do not
+    # crowd out the facts; within a task every entity in turn (a fresh shuffle per pass), so
+    # each one is stated about equally often
+    tasks = list(facts_of)
+    weights = [min(len(facts_of[t]), _STATEMENT_SHARE_CAP) for t in tasks]
+    queues: dict[str, list] = {t: [] for t in tasks}
     docs = []
     for _ in range(n):
         facts = []
         for _ in range(rng.randint(3, 8)):
-            if not queue:
-                queue = list(facts_of)
-                rng.shuffle(queue)
-            facts.append(_statement(rng, *queue.pop()))
+            task = rng.choices(tasks, weights)[0]
+            if not queues[task]:
+                queues[task] = list(facts_of[task])
+                rng.shuffle(queues[task])
+            facts.append(_statement(rng, task, queues[task].pop()))
         docs.append(" ".join(facts))
     return docs
+
+
+# a task's weight in the pretraining text is its number of entities, at most this many
+_STATEMENT_SHARE_CAP = 400
 
 
 def _statement(rng: random.Random, task: str, entity) -> str:

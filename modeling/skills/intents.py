@@ -25,7 +25,7 @@ INTENTS = ("greeting", "thanks", "farewell", "identity", "out_of_scope")
 SOCIAL_INTENTS = ("greeting", "thanks", "farewell", "identity")
 
 CAPABILITIES = (
-    "I can do small sums, name capital cities, tell which day or month comes before or after "
+    "I can do sums, name capital cities, tell which day or month comes before or after "
     "another, spell words forwards and backwards, and convert units."
 )
 # one example question per reply, always one the model answers well
@@ -43,9 +43,17 @@ REPLIES: dict[str, str] = {
     ),
 }
 
+# the answer to a sum outside the world's ranges (modeling.skills.world.arithmetic_in_range):
+# the scope, honestly, never a guessed number
+RANGE_REPLY = (
+    "Sorry, I cannot work that out. I can do sums with whole numbers from 0 to 20 (never below "
+    "zero) and multiply numbers up to 12. For example, ask me: What is 15 plus 6?"
+)
+
 GREETING_TEMPLATES = [
     "Hi!", "Hello!", "Hey there!", "Good morning!", "Hi, how are you?", "Hello there.",
-    "Hey, what's up?", "Good evening!", "Howdy!", "Greetings!", "hi", "hello",
+    "Hey, what's up?", "Good evening!", "Howdy!", "Greetings!", "hi", "hello", "hey", "Hey!",
+    "Hi there!", "hello there", "Morning!", "Hi :)", "Hey, how are you doing?", "Hello, friend!",
     # held out
     "Hiya, anybody there?", "Good afternoon to you!",
 ]  # fmt: skip
@@ -95,6 +103,22 @@ OOS_TEMPLATES = [
     "Explain how a computer works.",
     "Tell me a story about a {thing}.",
     "How old is the universe?",
+    # requests about a topic the world does not hold ({topic}: OOS_TOPICS)
+    "Can you tell me about {topic}?",
+    "Tell me about {topic}.",
+    "Explain {topic} to me.",
+    "What do you know about {topic}?",
+    "I need help with {topic}.",
+    "Can you help me with {topic}?",
+    "What do you think about {topic}?",
+    "Give me some advice on {topic}.",
+    "How does {topic} work?",
+    "Teach me about {topic}.",
+    "I have a question about {topic}.",
+    "Do you know anything about {topic}?",
+    "What is the weather in {city}?",
+    "Who won the game in {city} yesterday?",
+    "What are the best restaurants in {city}?",
     # held out
     "Could you summarise the headlines from {city}?",
     "Write an essay about the history of {country}.",
@@ -103,6 +127,11 @@ COMPLAINT_TEMPLATES = [
     "That is not right.", "That's wrong.", "No, that is incorrect.", "Wrong answer.",
     "That is not correct, try again.", "Are you sure? I think that is wrong.",
     "Nope, that's not it.", "Incorrect.", "I don't think that's right.", "That's a mistake.",
+    "No, that's wrong.", "That answer is wrong.", "That is incorrect, please check.",
+    "You got it wrong.", "Wrong!", "That doesn't seem right.", "This is not correct.",
+    "Are you sure? That is not right.", "Hmm, I think that's a mistake.", "No, that isn't right.",
+    "I think you are wrong.", "Incorrect answer, try again.", "That's not correct at all.",
+    "Wrong, check again.", "That can't be right.", "There is an error in your answer.",
     # held out
     "Hmm, that doesn't look right to me.", "You made an error there.",
 ]  # fmt: skip
@@ -120,8 +149,37 @@ OOS_CODE = [
     "adds two numbers", "sorts a list", "prints hello", "counts words in a file",
     "reads a csv file", "checks for prime numbers", "finds the largest number", "makes a website",
 ]  # fmt: skip
-OOS_CITIES = ["Paris", "London", "Tokyo", "New York", "Madrid", "Berlin", "Cairo", "Sydney"]
+OOS_CITIES = [
+    "Paris", "London", "Tokyo", "New York", "Madrid", "Berlin", "Cairo", "Sydney", "Rome", "Lima",
+    "Chicago", "Toronto", "Mumbai", "Lagos", "Seoul", "Dubai",
+]  # fmt: skip
 OOS_THINGS = ["cat", "dog", "robot", "tree", "horse", "pizza", "ship", "duck"]
+# topics outside the world, each with the word of OOS_WORDS that marks it; the last
+# N_OOD_TOPICS are held out (only the ood split asks about them)
+OOS_TOPICS: list[tuple[str, str]] = [
+    ("quantum physics", "physics"), ("the stock market", "market"), ("my homework", "homework"),
+    ("climate change", "climate"), ("black holes", "holes"), ("photosynthesis", "photosynthesis"),
+    ("machine learning", "machine"), ("my taxes", "taxes"), ("gardening", "gardening"),
+    ("dinosaurs", "dinosaurs"), ("the human brain", "brain"), ("vaccines", "vaccines"),
+    ("electric cars", "electric"), ("the olympics", "olympics"), ("volcanoes", "volcanoes"),
+    ("chess", "chess"), ("meditation", "meditation"), ("investing money", "investing"),
+    ("guitar lessons", "guitar"), ("renting an apartment", "apartment"),
+    ("job interviews", "interviews"), ("healthy eating", "healthy"), ("sleep problems", "sleep"),
+    ("the roman empire", "empire"), ("space travel", "space"), ("artificial intelligence",
+    "intelligence"), ("the internet", "internet"), ("social media", "media"),
+    ("basketball", "basketball"), ("knitting", "knitting"), ("car insurance", "insurance"),
+    ("learning spanish", "spanish"), ("the solar system", "solar"), ("yoga", "yoga"),
+    ("photography", "photography"), ("coffee", "coffee"), ("elections", "elections"),
+    ("earthquakes", "earthquakes"), ("dreams", "dreams"), ("cryptocurrency", "cryptocurrency"),
+    ("the pyramids", "pyramids"), ("nutrition", "nutrition"), ("global warming", "warming"),
+    ("recycling", "recycling"), ("algebra", "algebra"), ("chemistry", "chemistry"),
+    ("philosophy", "philosophy"), ("psychology", "psychology"), ("economics", "economics"),
+    ("astronomy", "astronomy"), ("electricity", "electricity"), ("my phone battery", "battery"),
+    # held out
+    ("opera singing", "opera"), ("poker", "poker"), ("submarines", "submarines"),
+    ("glaciers", "glaciers"), ("origami", "origami"), ("tattoos", "tattoos"),
+]  # fmt: skip
+N_OOD_TOPICS = 6
 
 # Words that mark a request outside the world (the oracle's lexicon, not the model's: the model
 # learns the behaviour from the templates above and is tested on held-out phrasings). None of them
@@ -131,8 +189,8 @@ OOS_WORDS = frozenset(
     weather sunny forecast temperature joke jokes funny news headlines president population
     language languages currency mountain highest poem song sing movie movies film cook dinner
     recipe meaning life football game restaurant price bitcoin explain story universe
-    summarise summarize essay history stock politics""".split()  # noqa: SIM905 (a word list)
-)
+    summarise summarize essay history stock politics won restaurants""".split()  # noqa: SIM905
+) | frozenset(word for _, word in OOS_TOPICS)
 # words of the social intents and of complaints, known to the parser so that typos in them resolve
 SOCIAL_WORDS = frozenset(
     """hi hello hey hiya howdy greetings morning evening afternoon thanks thank thx cheers
@@ -144,7 +202,7 @@ _GREETING = frozenset(
 )
 _THANKS = frozenset(["thanks", "thank", "thx", "cheers", "appreciated", "appreciate"])
 _COMPLAINT = frozenset(["wrong", "incorrect", "mistake", "mistaken", "nope", "error"])
-_NEGATION = frozenset(["not", "don't", "doesn't", "isn't"])
+_NEGATION = frozenset(["not", "don't", "doesn't", "isn't", "can't"])
 
 
 def social_intent(words: list[str]) -> str | None:
