@@ -221,7 +221,7 @@ def _draw(rng: random.Random, family: str, split: str) -> Dialogue:
 
 
 # share of arithmetic questions whose numbers are outside the world's ranges
-OUT_OF_RANGE_SHARE = 0.08
+OUT_OF_RANGE_SHARE = 0.15
 
 
 def _out_of_range_problem(rng: random.Random) -> tuple[str, int, int]:
@@ -229,8 +229,10 @@ def _out_of_range_problem(rng: random.Random) -> tuple[str, int, int]:
     beyond 12 x 12."""
     kind = rng.randrange(3)
     if kind == 0:
+        # mostly two-digit numbers (what people ask: "17 plus 25"), some three-digit ones
         op = rng.choice(("add", "sub"))
-        a, b = rng.randint(ADD_RANGE.stop, 999), rng.randint(0, 999)
+        top = 99 if rng.random() < 0.7 else 999
+        a, b = rng.randint(ADD_RANGE.stop, top), rng.randint(0, top)
         return (op, a, b) if rng.random() < 0.5 else (op, b, a)
     if kind == 1:
         a = rng.randint(0, SUB_RANGE.stop - 2)
