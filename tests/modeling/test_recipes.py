@@ -9,7 +9,7 @@ from modeling import skills
 from modeling.dialogue_metrics import reply_kind
 from modeling.generation_config import recommended_sampling, write_generation_config
 from modeling.recipe_noise import default_noise, entity_typo
-from modeling.recipes import DefaultRecipe, build_default_model, tiny_recipe
+from modeling.recipes import DefaultRecipe, build_default_model, newcomer_recipe, tiny_recipe
 from modeling.tokenizer import Tokenizer
 
 
@@ -77,16 +77,11 @@ def test_the_default_recipe_serves_512_tokens_and_trains_on_every_family():
 @pytest.fixture(scope="module")
 def newcomer_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("default")
-    return build_default_model(out, recipe=tiny_recipe())
+    return build_default_model(out, recipe=newcomer_recipe())
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # it trains a model: ~1 min on 2 quiet cores, far more on busy ones
-@pytest.mark.xfail(
-    reason="known gap (issue 15): the test-sized recipe answers 5 of 6 newcomer turns with the "
-    "right kind of reply; 'Write a python function ...' still gets a month",
-    strict=False,
-)
+@pytest.mark.timeout(1500)  # it trains a model: ~2 min on 2 quiet cores, far more on busy ones
 def test_a_newcomer_is_greeted_refused_honestly_and_answered_despite_typos(newcomer_model):
     from modeling.chat import ChatFormat
     from modeling.checkpoint import load_model
@@ -100,6 +95,9 @@ def test_a_newcomer_is_greeted_refused_honestly_and_answered_despite_typos(newco
         "hello": "scope",
         "Write a python function that adds two numbers.": "scope",
         "Tell me a joke.": "scope",
+        "hi": "scope",
+        # a question about a world entity (a capital city) that the world cannot answer
+        "What is the weather in Paris?": "scope",
     }
     # misspelled skills questions get an answer of the kind the oracle's answer is
     for question in ("which day comes aftr friday??", "whats the capitl of frnace"):
