@@ -9,7 +9,7 @@ from modeling import skills
 from modeling.dialogue_metrics import reply_kind
 from modeling.generation_config import recommended_sampling, write_generation_config
 from modeling.recipe_noise import default_noise, entity_typo
-from modeling.recipes import DefaultRecipe, build_default_model, newcomer_recipe, tiny_recipe
+from modeling.recipes import DefaultRecipe, build_default_model, newcomer_recipe
 from modeling.tokenizer import Tokenizer
 
 
