@@ -46,8 +46,8 @@ REPLIES: dict[str, str] = {
 # the answer to a sum outside the world's ranges (modeling.skills.world.arithmetic_in_range):
 # the scope, honestly, never a guessed number
 RANGE_REPLY = (
-    "Sorry, I cannot work that out. I can do sums with whole numbers from 0 to 20 (never below "
-    "zero) and multiply numbers up to 12. For example, ask me: What is 15 plus 6?"
+    "Sorry, I cannot work that out. I can add, subtract and multiply whole numbers from 0 to 12 "
+    "(never below zero). For example, ask me: What is 9 plus 7?"
 )
 
 GREETING_TEMPLATES = [

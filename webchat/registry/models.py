@@ -170,9 +170,10 @@ class PromotionPolicy(SingleRow):
         "model's.",
     )
     asr_tolerance_points = models.FloatField(
-        default=0.0,
-        help_text="Upper bound allowed for the paired interval of the ASR difference (0: the "
-        "whole interval must be below zero, the candidate is lower with the gates' confidence).",
+        default=1.0,
+        help_text="The candidate's adaptive ASR must be lower than the active model's, and the "
+        "upper bound of the paired interval of the difference at most this many points (1: "
+        "not more than a point worse at the gates' confidence; 0: lower with that confidence).",
     )
     replay_share = models.FloatField(
         default=0.5,
@@ -208,7 +209,9 @@ class PromotionPolicy(SingleRow):
         default=list, blank=True, help_text="Word rates, e.g. [0.1, 0.2]; empty: [0.1, 0.2]."
     )
     attack_n = models.PositiveIntegerField(
-        default=50, help_text="Test dialogues attacked for the replayed and adaptive ASR."
+        default=200,
+        help_text="Test dialogues attacked for the replayed and adaptive ASR (200: the paired "
+        "ASR interval is about +-3 points; at 50 it was +-6).",
     )
     attack_budget = models.PositiveIntegerField(
         default=200, help_text="Model queries the attack may spend per dialogue."

@@ -123,10 +123,15 @@ class FineTuneForm(forms.Form):
     seq_len = forms.IntegerField(min_value=8, max_value=65536)
     seed = forms.IntegerField(min_value=0)
     perturb_prob = forms.FloatField(
-        label="online typo noise probability",
+        label="online noise probability",
         min_value=0.0,
         max_value=1.0,
-        initial=0.0,
+        required=False,
+        help_text="Share of user turns perturbed afresh at every step (0: off).",
+    )
+    perturb_recipe = forms.ChoiceField(
+        label="online noise recipe",
+        choices=[(r, r) for r in TRAIN_RECIPES],
         required=False,
     )
 
@@ -141,9 +146,11 @@ class FineTuneForm(forms.Form):
     )
 
     def hyperparameters(self) -> dict:
-        hp = {k: self.cleaned_data[k] for k in FINETUNE_DEFAULTS}
+        noise = ("perturb_prob", "perturb_recipe")
+        hp = {k: self.cleaned_data[k] for k in FINETUNE_DEFAULTS if k not in noise}
         if self.cleaned_data.get("perturb_prob"):
             hp["perturb_prob"] = self.cleaned_data["perturb_prob"]
+            hp["perturb_recipe"] = self.cleaned_data.get("perturb_recipe") or "mixed"
         if self.cleaned_data.get("replay_share") is not None:
             hp["replay_share"] = self.cleaned_data["replay_share"]
         return hp
