@@ -42,7 +42,7 @@ def is_scope_reply(reply: str) -> bool:
     """Whether a reply honestly says what the model can do instead of answering a question.
 
     The canonical replies of modeling.skills.intents all say "I can do ..." (greeting, identity,
-    out of scope), "I cannot help" (out of scope) or "I cannot work that out" (a sum outside the
+    out of scope), "I cannot help" (out of scope) or "beyond my arithmetic" (a sum outside the
     world's ranges); a skills answer ("Paris.", "42.") never does.
 
     Args:
@@ -51,7 +51,7 @@ def is_scope_reply(reply: str) -> bool:
         True for an honest scope reply.
     """
     text = " ".join(reply.lower().split())
-    return any(p in text for p in ("i cannot help", "i can do", "i cannot work that out"))
+    return any(p in text for p in ("i cannot help", "i can do", "beyond my arithmetic"))
 
 
 _LETTERS = re.compile(r"^[a-z](-[a-z])*$")

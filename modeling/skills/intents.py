@@ -44,10 +44,12 @@ REPLIES: dict[str, str] = {
 }
 
 # the answer to a sum outside the world's ranges (modeling.skills.world.arithmetic_in_range):
-# the scope, honestly, never a guessed number
+# the scope, honestly, never a guessed number. It opens unlike the out-of-scope reply ("Sorry, I
+# cannot help with that."): with a shared opening the model answered held-out out-of-scope
+# requests with this one (0% on those OOD dialogues, measured)
 RANGE_REPLY = (
-    "Sorry, I cannot work that out. I can add, subtract and multiply whole numbers from 0 to 12 "
-    "(never below zero). For example, ask me: What is 9 plus 7?"
+    "Those numbers are beyond my arithmetic: I add, subtract and multiply whole numbers from 0 to "
+    "12, never below zero. For example, ask me: What is 9 plus 7?"
 )
 
 GREETING_TEMPLATES = [
