@@ -1,11 +1,19 @@
-"""Training step throughput: ours vs transformers' GPT2LMHeadModel, same config, same batches.
+"""Training step throughput: ours vs transformers' GPT2LMHeadModel (and nanoGPT), same config.
 
 One step = forward with loss + backward + AdamW step + zero_grad, on identical random batches. The
-two models take turns step by step (so background load hits both alike) and the median step time of
+models take turns step by step (so background load hits all alike) and the median step time of
 each is compared. MFU = achieved training FLOP/s (6N + 12*L*H*hd*T per token, as in nanoGPT)
 divided by the matmul rate measured in the same run on the same device and dtype.
 
+Each model trains with the optimizer its own code builds: ours with `modeling.optim.make_optimizer`
+(what `modeling.train` uses), nanoGPT with its `configure_optimizers`, transformers with a plain
+`torch.optim.AdamW` (fused on CUDA); `--same-optimizer` gives all three the plain one instead, which
+isolates the models' forward and backward. nanoGPT joins when `--nanogpt DIR` names a folder
+holding its `model.py` (fetch karpathy/nanoGPT into a temporary folder; it is never part of this
+repository); it gets our initial weights.
+
     .venv/bin/python bench/bench_train.py                           # CPU fp32, 2 threads
+    .venv/bin/python bench/bench_train.py --nanogpt /tmp/nanogpt    # + nanoGPT's model.py
     .venv/bin/python bench/bench_train.py --device cuda --dtype bf16  # ~124M GPT-2 on a GPU
 
 Prints a table and a final JSON line.
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import platform
 import statistics
@@ -27,6 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modeling.model import ModelConfig, Transformer  # noqa: E402
+from modeling.optim import make_optimizer  # noqa: E402
+from modeling.train_config import TrainConfig  # noqa: E402
+
+LR, WEIGHT_DECAY, BETAS = 1e-4, 0.1, (0.9, 0.95)
 
 PRESETS = {
     # small enough for 2 CPU cores, large enough that matmuls dominate
@@ -95,11 +108,48 @@ def build_models(p: dict, device: torch.device):
     return ours, hf
 
 
-def make_step(model, kind: str, device: torch.device, dtype: str, compile_model: bool):
-    """A closure running one training step on (x, y) and the optimizer it uses."""
-    fused = {"fused": True} if device.type == "cuda" else {}
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, **fused)
-    fwd = torch.compile(model) if compile_model else model
+def build_nanogpt(folder: Path, p: dict, ours: Transformer, device: torch.device):
+    """nanoGPT's GPT from `folder`/model.py with our config and our initial weights."""
+    spec = importlib.util.spec_from_file_location("nanogpt_model", folder / "model.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--nanogpt: no model.py in {folder}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = mod.GPTConfig(
+        block_size=p["seq_len"],
+        vocab_size=p["vocab_size"],
+        n_layer=p["n_layer"],
+        n_head=p["n_head"],
+        n_embd=p["n_embd"],
+        dropout=0.0,
+        bias=True,
+    )
+    with contextlib.redirect_stdout(None):  # it prints its parameter count
+        model = mod.GPT(cfg).to(device)
+    missing, unexpected = model.load_state_dict(ours.state_dict(), strict=False)
+    if unexpected or any(not k.endswith(".attn.bias") for k in missing):
+        raise SystemExit(f"nanoGPT weights do not match ours: {missing} {unexpected}")
+    return model
+
+
+def make_optimizer_for(model, kind: str, device: torch.device, same: bool):
+    """The optimizer each codebase builds for itself (or, with `same`, one plain AdamW for all)."""
+    if same or kind == "hf":
+        fused = {"fused": True} if device.type == "cuda" else {}
+        return torch.optim.AdamW(
+            model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS, **fused
+        )
+    if kind == "nanogpt":
+        with contextlib.redirect_stdout(None):
+            return model.configure_optimizers(WEIGHT_DECAY, LR, BETAS, device.type)
+    cfg = TrainConfig(lr=LR, weight_decay=WEIGHT_DECAY, beta1=BETAS[0], beta2=BETAS[1])
+    return make_optimizer(model, cfg, device)
+
+
+def make_step(model, kind: str, device: torch.device, dtype: str, args: argparse.Namespace):
+    """A closure running one training step on (x, y) with the optimizer `kind` builds."""
+    opt = make_optimizer_for(model, kind, device, args.same_optimizer)
+    fwd = torch.compile(model) if args.compile else model
 
     def autocast():
         if dtype == "bf16":
@@ -108,7 +158,7 @@ def make_step(model, kind: str, device: torch.device, dtype: str, compile_model:
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
         with autocast():
-            if kind == "ours":
+            if kind in ("ours", "nanogpt"):
                 _, loss = fwd(x, y)
             else:
                 # transformers shifts labels itself: pass the inputs as labels (same CE work)
@@ -139,7 +189,9 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per model per round")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
+    ap.add_argument("--compile", action="store_true", help="torch.compile every model")
+    ap.add_argument("--nanogpt", type=Path, default=None, help="folder with nanoGPT's model.py")
+    ap.add_argument("--same-optimizer", action="store_true", help="one plain AdamW for every model")
     for k in PRESETS["cpu"]:
         ap.add_argument("--" + k.replace("_", "-"), type=int, default=None)
     return ap.parse_args()
@@ -196,10 +248,11 @@ def main() -> None:
     batches = [
         torch.randint(0, p["vocab_size"], (B, T + 1), generator=g).to(device) for _ in range(4)
     ]
-    steps = {
-        "ours": make_step(ours, "ours", device, dtype, args.compile),
-        "transformers": make_step(hf, "hf", device, dtype, args.compile),
-    }
+    steps = {"ours": make_step(ours, "ours", device, dtype, args)}
+    if args.nanogpt is not None:
+        nano = build_nanogpt(args.nanogpt, p, ours, device)
+        steps["nanogpt"] = make_step(nano, "nanogpt", device, dtype, args)
+    steps["transformers"] = make_step(hf, "hf", device, dtype, args)
     times = time_steps(steps, batches, args, device)
 
     flops_per_token = ours.flops_per_token(T)
@@ -230,6 +283,7 @@ def main() -> None:
         "dtype": dtype,
         "threads": torch.get_num_threads(),
         "compile": args.compile,
+        "same_optimizer": args.same_optimizer,
         "config": p,
         "params": ours.num_params(),
         "matmul_gflops": peak,
@@ -244,11 +298,17 @@ def _report(rows: dict, result: dict) -> None:
     for name, r in rows.items():
         print(f"{name:<14}{r['step_ms']:>10.1f}{r['tokens_per_s']:>12.0f}{100 * r['mfu']:>7.1f}%")
     print(f"ratio ours/transformers: {ratio:.3f}")
+    extra = {}
+    if "nanogpt" in rows:
+        extra["nanogpt"] = rows["nanogpt"]
+        extra["ratio_vs_nanogpt"] = rows["ours"]["tokens_per_s"] / rows["nanogpt"]["tokens_per_s"]
+        print(f"ratio ours/nanogpt: {extra['ratio_vs_nanogpt']:.3f}")
     result = {
         **result,
         "ours": rows["ours"],
         "transformers": rows["transformers"],
         "ratio": ratio,
+        **extra,
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }

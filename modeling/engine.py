@@ -155,6 +155,7 @@ class Engine:
         self._prefilling: list[_Sequence] = []  # admitted, prompt not yet fully in the cache
         self._pcache = None  # the prefilling group's own KVCache
         self._cache = None  # (max_batch_size, max_seq_len) KVCache, allocated on first step
+        self._views: dict[int, object] = {}  # row count n -> KVCache view of rows [0, n)
         self._lock = threading.Lock()  # guards _waiting, _closed, _stopping, _drain, _beam_active
         self._wakeup = threading.Condition(self._lock)
         self._step_lock = threading.Lock()  # one scheduler iteration at a time
@@ -456,7 +457,9 @@ class Engine:
         n = len(rows)
         idx = torch.tensor([[s.token_ids[-1]] for s in rows], device=self.device)  # (n, 1)
         try:
-            cache = self._cache if n == self.max_batch_size else _row_view(self._cache, 0, n)
+            cache = self._cache if n == self.max_batch_size else self._views.get(n)
+            if cache is None:  # one view per row count, made once (the cache is never replaced)
+                cache = self._views[n] = _row_view(self._cache, 0, n)
             logits, _ = self.model(idx, cache=cache, last_only=True)  # (n, 1, V)
         except Exception as exc:
             logger.exception("decode step failed")

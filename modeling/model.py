@@ -21,10 +21,21 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """Map (x1, x2) to (-x2, x1) on the two halves of the last dimension (HF's RoPE layout)."""
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x by its positions' angles, in HF's "rotate half" layout.
+
+    HF computes x * cos + rotate_half(x) * sin with rotate_half(x1, x2) = (-x2, x1); here the sign
+    lives in the table (`sin` = (-sin, sin) on the two halves), so the rotation is one swap of the
+    halves and no negation. Negation is exact, so the values are the same.
+
+    Args:
+        x: (B, T, n, hd) queries and/or keys.
+        cos, sin: (B or 1, T, 1, hd) from `Transformer._rope`.
+    Returns:
+        (B, T, n, hd).
+    """
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    return x * cos + torch.cat((x2, x1), dim=-1) * sin
 
 
 class CausalSelfAttention(nn.Module):
@@ -43,14 +54,13 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, rope, layer_cache):
         B, T, _ = x.size()
         nh, nkv, hd = self.n_head, self.n_kv_head, self.head_dim
-        q, k, v = self.c_attn(x).split([nh * hd, nkv * hd, nkv * hd], dim=2)
-        q = q.view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, nkv, hd).transpose(1, 2)  # (B, nkv, T, hd)
-        v = v.view(B, T, nkv, hd).transpose(1, 2)  # (B, nkv, T, hd)
+        qk, v = self.c_attn(x).split([(nh + nkv) * hd, nkv * hd], dim=2)
+        qk = qk.view(B, T, nh + nkv, hd)
         if self.use_rope:
-            cos, sin = rope  # (B or 1, 1, T, hd)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+            qk = apply_rope(qk, *rope)  # queries and keys rotated together
+        q = qk[:, :, :nh].transpose(1, 2)  # (B, nh, T, hd)
+        k = qk[:, :, nh:].transpose(1, 2)  # (B, nkv, T, hd)
+        v = v.view(B, T, nkv, hd).transpose(1, 2)  # (B, nkv, T, hd)
         mask, is_causal = None, T > 1
         if layer_cache is not None:
             # write the new keys/values into the cache, then (unless it was empty) attend over it
@@ -85,7 +95,8 @@ class MLP(nn.Module):
             h = F.silu(gate) * up
         else:
             h = F.gelu(h, approximate="tanh")
-        return self.dropout(self.c_proj(h))
+        h = self.c_proj(h)
+        return self.dropout(h) if self.training and self.dropout.p else h
 
 
 class Block(nn.Module):
@@ -98,7 +109,10 @@ class Block(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rope, layer_cache):
-        x = x + self.resid_dropout(self.attn(self.ln_1(x), rope, layer_cache))
+        y = self.attn(self.ln_1(x), rope, layer_cache)
+        if self.training and self.resid_dropout.p:
+            y = self.resid_dropout(y)
+        x = x + y
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -233,6 +247,30 @@ class Transformer(nn.Module):
         max_len = min(max_len, cfg.block_size)
         return KVCache(cfg.n_layer, batch_size, cfg.kv_heads, max_len, cfg.hd, device, dtype)
 
+    def _rope(self, pos: torch.Tensor, dtype: torch.dtype):
+        """cos and signed sin (see `apply_rope`) at positions pos (B or 1, T): (B or 1, T, 1, hd).
+
+        The fp32 table for every position up to block_size is built once per device and kept
+        as a plain attribute, not a buffer, so model.to(bfloat16) cannot round it; entries are
+        the same products and cos/sin as a per-call computation would give.
+        """
+        cfg, dev = self.config, pos.device
+        table = self.__dict__.get("_rope_table")
+        if table is None or table[0].device != dev:
+            dims = torch.arange(0, cfg.hd, 2, device=dev).float() / cfg.hd
+            inv_freq = 1.0 / cfg.rope_theta**dims  # (hd/2,)
+            t = torch.arange(cfg.block_size, device=dev).float()
+            freqs = t.unsqueeze(-1) * inv_freq  # (block_size, hd/2)
+            cos, sin = freqs.cos(), freqs.sin()
+            table = (torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1))  # (L, hd)
+            self.__dict__["_rope_table"] = table
+        # padding positions may run past the table; they are garbage anyway
+        pos = pos.clamp(max=cfg.block_size - 1)
+        cos, sin = (t[pos].unsqueeze(2) for t in table)  # (B or 1, T, 1, hd)
+        if dtype != torch.float32:
+            cos, sin = cos.to(dtype), sin.to(dtype)
+        return cos, sin
+
     def forward(self, idx, targets=None, *, cache=None, valid_lengths=None, last_only=False):
         """Run the model.
 
@@ -264,13 +302,9 @@ class Transformer(nn.Module):
             # padding positions may run past the table; they are garbage anyway
             x = x + self.transformer.wpe(pos.clamp(max=cfg.block_size - 1))
         else:
-            # computed per call in fp32: a stored buffer would be rounded by model.to(bfloat16)
-            dims = torch.arange(0, cfg.hd, 2, device=idx.device).float() / cfg.hd
-            inv_freq = 1.0 / cfg.rope_theta**dims  # (hd/2,)
-            freqs = pos.unsqueeze(-1).float() * inv_freq  # (B or 1, T, hd/2)
-            emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(1)  # (B or 1, 1, T, hd)
-            rope = (emb.cos().to(x.dtype), emb.sin().to(x.dtype))
-        x = self.transformer.drop(x)
+            rope = self._rope(pos, x.dtype)
+        if self.training and cfg.dropout:
+            x = self.transformer.drop(x)
         for block, layer_cache in zip(self.transformer.h, layer_caches):
             x = block(x, rope, layer_cache)
         x = self.transformer.ln_f(x)
@@ -278,10 +312,10 @@ class Transformer(nn.Module):
             cache.advance(T, valid_lengths)
         if last_only:
             if valid_lengths is None:
-                last = torch.full((B,), T - 1, device=idx.device)
+                x = x[:, -1:]  # (B, 1, C)
             else:
                 last = valid_lengths.to(idx.device) - 1
-            x = x[torch.arange(B, device=idx.device), last].unsqueeze(1)  # (B, 1, C)
+                x = x[torch.arange(B, device=idx.device), last].unsqueeze(1)  # (B, 1, C)
         logits = self.lm_head(x)
         loss = None
         if targets is not None:
@@ -333,12 +367,16 @@ class KVCache:
             per-layer handle whose update() writes k/v and returns what attention should use.
         """
         B, dev = self.batch_size, self.k.device
-        n_new = (
-            valid_lengths.to(dev) if valid_lengths is not None else torch.full((B,), T, device=dev)
-        )
         # one host sync for all the shape decisions of this call
-        stats = torch.stack([self.lengths.min(), self.lengths.max(), (self.lengths + n_new).max()])
-        lo, hi, end = stats.tolist()
+        if valid_lengths is None:
+            lo, hi = torch.stack(torch.aminmax(self.lengths)).tolist()
+            end = hi + T
+        else:
+            n_new = valid_lengths.to(dev)
+            stats = torch.stack(
+                [self.lengths.min(), self.lengths.max(), (self.lengths + n_new).max()]
+            )
+            lo, hi, end = stats.tolist()
         if end > self.max_len:
             raise ValueError(
                 f"KV cache overflow: a row needs {end} positions, max_len={self.max_len}"
@@ -347,16 +385,21 @@ class KVCache:
         self._T, self._lo, self._hi, self._end = T, lo, hi, end
         self._uniform = lo == hi and valid_lengths is None
         if not self._uniform:
-            # padding tokens are written to the scratch slot at index max_len
-            real = torch.arange(T, device=dev) < n_new.unsqueeze(1)  # (B, T)
             self._rows = torch.arange(B, device=dev).unsqueeze(1)  # (B, 1)
-            self._write_pos = torch.where(real, pos, self.max_len)  # (B, T)
+            self._write_pos = pos  # (B, T)
+            if valid_lengths is not None:
+                # padding tokens are written to the scratch slot at index max_len
+                real = torch.arange(T, device=dev) < n_new.unsqueeze(1)  # (B, T)
+                self._write_pos = torch.where(real, pos, self.max_len)  # (B, T)
         self._mask = None
         if hi > 0 and not (self._uniform and T == 1):
             # new token at position p of row b sees keys 0..p: the row's past plus its causal prefix
             keys = torch.arange(end, device=dev)
             self._mask = (keys <= pos.unsqueeze(-1)).unsqueeze(1)  # (B, 1, T, end)
-        return pos, [_LayerCache(self, i) for i in range(self.k.size(0))]
+        layers = self.__dict__.get("_layers")
+        if layers is None or layers[0].cache is not self:  # none yet, or copied from another
+            layers = self._layers = [_LayerCache(self, i) for i in range(self.k.size(0))]
+        return pos, layers
 
     def _update(self, layer, k, v):
         # k, v: (B, nkv, T, hd) for the new tokens
