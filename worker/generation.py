@@ -299,6 +299,7 @@ class Relay:
     def stream(self, handle, is_cancelled, engine=None) -> None:
         from modeling.engine import Finished
         from webchat.chat import replies
+        from webchat.chat.validation import storable_text
 
         last_flush = last_beat = last_poll = time.monotonic()
         position = None
@@ -326,7 +327,7 @@ class Relay:
                 return
             else:
                 self.observe_token(event)
-                self.pending += event.text
+                self.pending += storable_text(event.text)
                 self.pending_tokens += 1
             if self.pending and (
                 self.seq == 0  # the first text goes out at once: time to first token matters
@@ -344,7 +345,10 @@ class Relay:
 
     def finished(self, event) -> None:
         """The engine's last event: flush the rest and save the final state."""
-        self.pending += event.text[len(self.text) + len(self.pending) :]
+        from webchat.chat.validation import storable_text
+
+        # storable_text keeps lengths, so the engine's full text lines up with what was taken.
+        self.pending += storable_text(event.text[len(self.text) + len(self.pending) :])
         self.flush()
         if self._lost:
             metrics.GENERATION_ERRORS.labels(kind="lost").inc()
