@@ -127,25 +127,36 @@ def _generate(message_id: int) -> dict:
     from webchat.registry.services import model_version_active
     from worker import cancel
 
+    queued = replies.message_queued(message_id=message_id)
+    if queued is None:
+        return {"message_id": message_id, "status": "skipped"}
+    # Load the engine before claiming the row: a load can outlast the streaming heartbeat
+    # timeout (a big model, a busy machine), and the reaper would mark a claimed row interrupted
+    # meanwhile. A queued row is kept safe by this worker's claim on its task (worker.claims).
+    version = queued.model_version or model_version_active()
+    engine = chat_format = load_error = None
+    if version is not None:
+        host.unload_idle(keep={version.pk} | ({queued.model_version_id} - {None}))
+        try:
+            engine, chat_format = host.get(version.pk, version.path)
+        except Exception as exc:  # noqa: BLE001 - any load failure fails the reply with its reason
+            log.error("cannot load model version %s", version.pk, exc_info=exc)
+            load_error = exc
     message = replies.message_claim(message_id=message_id)
     if message is None:
         return {"message_id": message_id, "status": "skipped"}
     relay = Relay(message, Deadline.for_current_task())
     try:
-        version = message.model_version or model_version_active()
         if version is None:
             return relay.fail(
                 "No model is active yet. An administrator must activate a model version "
                 "(the default model trains on first start).",
                 kind="no_model",
             )
-        host.unload_idle(keep={version.pk} | ({message.model_version_id} - {None}))
-        try:
-            engine, chat_format = host.get(version.pk, version.path)
-        except Exception as exc:
-            log.exception("cannot load model version %s", version.pk)
+        if load_error is not None:
             return relay.fail(
-                f"Model version {version.name} could not be loaded: {exc}", kind="load_failed"
+                f"Model version {version.name} could not be loaded: {load_error}",
+                kind="load_failed",
             )
         relay.version_id = version.pk
         started = {"type": "chat.started", "message_id": message.pk, "model_version": version.name}
