@@ -212,6 +212,28 @@ def make_tiny_model_dir(path: Path, seed: int = 0, never_stops: bool = True) -> 
     return save_model(model, tokenizer, path, meta={"name": f"tiny-{seed}"})
 
 
+def make_nul_model_dir(path: Path) -> Path:
+    """A tiny model whose greedy reply is U+0000 after U+0000 (a random model emits any byte
+    sometimes; PostgreSQL text refuses that one): the final bias aims every logit at the token of
+    the NUL byte, which byte-level BPE has in its alphabet."""
+    from modeling.checkpoint import save_model
+    from modeling.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(TINY_CORPUS, vocab_size=300, min_frequency=1)
+    (nul,) = tokenizer.encode("\x00")
+    model = random_gpt2(tokenizer, seed=0, block_size=512, n_layer=2, n_head=2, n_embd=32)
+    with torch.no_grad():
+        wte = model.transformer.wte.weight
+        model.transformer.ln_f.weight.mul_(0.1)
+        model.transformer.ln_f.bias.copy_(10.0 * wte[nul] / wte[nul].norm())
+    return save_model(model, tokenizer, path, meta={"name": "nul-model"})
+
+
+@pytest.fixture(scope="session")
+def nul_model_dir(tmp_path_factory) -> Path:
+    return make_nul_model_dir(tmp_path_factory.mktemp("nul-model") / "model")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_factory(tmp_path_factory):
     """Factory of tiny model directories, cached per (seed, never_stops)."""

@@ -1,7 +1,8 @@
 """The web server's start-up work, run once when the server starts serving, never on import.
 
-In the process that serves the site (`daphne webchat.asgi:application`, as `make run` and the
-images start it, or `manage.py runserver`, which daphne provides):
+In the process that serves the site (`python -m webchat.server`, daphne serving
+webchat.asgi:application, as `make run` and the images start it, or `manage.py runserver`,
+which daphne provides):
 
 1. the embedded Celery worker starts (when settings.EMBEDDED_WORKER allows one and
    WEBCHAT_START_EMBEDDED_WORKER is on), and the training runs the last process left unfinished

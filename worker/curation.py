@@ -114,8 +114,11 @@ class LoadedModel:
 
     def replies(self, prompts: list[list[dict]], max_new_tokens: int = 48) -> list[str]:
         from modeling.evaluate import predict
+        from webchat.chat.validation import storable_text
 
-        return predict(self.model, self.fmt, prompts, max_new_tokens=max_new_tokens)
+        # Saved as the samples' model output: a NUL the model emits must not fail the job.
+        replies = predict(self.model, self.fmt, prompts, max_new_tokens=max_new_tokens)
+        return [storable_text(text) for text in replies]
 
 
 # ---- augmentation and attack (modeling.augment / modeling.attack) -----------------------------

@@ -127,25 +127,36 @@ def _generate(message_id: int) -> dict:
     from webchat.registry.services import model_version_active
     from worker import cancel
 
+    queued = replies.message_queued(message_id=message_id)
+    if queued is None:
+        return {"message_id": message_id, "status": "skipped"}
+    # Load the engine before claiming the row: a load can outlast the streaming heartbeat
+    # timeout (a big model, a busy machine), and the reaper would mark a claimed row interrupted
+    # meanwhile. A queued row is kept safe by this worker's claim on its task (worker.claims).
+    version = queued.model_version or model_version_active()
+    engine = chat_format = load_error = None
+    if version is not None:
+        host.unload_idle(keep={version.pk} | ({queued.model_version_id} - {None}))
+        try:
+            engine, chat_format = host.get(version.pk, version.path)
+        except Exception as exc:  # noqa: BLE001 - any load failure fails the reply with its reason
+            log.error("cannot load model version %s", version.pk, exc_info=exc)
+            load_error = exc
     message = replies.message_claim(message_id=message_id)
     if message is None:
         return {"message_id": message_id, "status": "skipped"}
     relay = Relay(message, Deadline.for_current_task())
     try:
-        version = message.model_version or model_version_active()
         if version is None:
             return relay.fail(
                 "No model is active yet. An administrator must activate a model version "
                 "(the default model trains on first start).",
                 kind="no_model",
             )
-        host.unload_idle(keep={version.pk} | ({message.model_version_id} - {None}))
-        try:
-            engine, chat_format = host.get(version.pk, version.path)
-        except Exception as exc:
-            log.exception("cannot load model version %s", version.pk)
+        if load_error is not None:
             return relay.fail(
-                f"Model version {version.name} could not be loaded: {exc}", kind="load_failed"
+                f"Model version {version.name} could not be loaded: {load_error}",
+                kind="load_failed",
             )
         relay.version_id = version.pk
         started = {"type": "chat.started", "message_id": message.pk, "model_version": version.name}
@@ -299,6 +310,7 @@ class Relay:
     def stream(self, handle, is_cancelled, engine=None) -> None:
         from modeling.engine import Finished
         from webchat.chat import replies
+        from webchat.chat.validation import storable_text
 
         last_flush = last_beat = last_poll = time.monotonic()
         position = None
@@ -326,7 +338,7 @@ class Relay:
                 return
             else:
                 self.observe_token(event)
-                self.pending += event.text
+                self.pending += storable_text(event.text)
                 self.pending_tokens += 1
             if self.pending and (
                 self.seq == 0  # the first text goes out at once: time to first token matters
@@ -344,7 +356,10 @@ class Relay:
 
     def finished(self, event) -> None:
         """The engine's last event: flush the rest and save the final state."""
-        self.pending += event.text[len(self.text) + len(self.pending) :]
+        from webchat.chat.validation import storable_text
+
+        # storable_text keeps lengths, so the engine's full text lines up with what was taken.
+        self.pending += storable_text(event.text[len(self.text) + len(self.pending) :])
         self.flush()
         if self._lost:
             metrics.GENERATION_ERRORS.labels(kind="lost").inc()

@@ -89,6 +89,30 @@ def test_a_streaming_completion_arrives_in_chunks_that_add_up_to_the_stored_repl
     ]
 
 
+def test_a_streamed_completion_whose_model_emits_nul_is_stored_as_the_chunks_said(
+    asgi_server, api_key, nul_model_dir
+):
+    # PostgreSQL text refuses U+0000: the worker sends and saves U+FFFD in its place.
+    from modeling.checkpoint import model_info
+    from webchat.registry.services import model_version_activate, model_version_register
+
+    version = model_version_register(
+        name="nul", path=str(nul_model_dir), info=model_info(nul_model_dir)
+    )
+    model_version_activate(version=version)
+    stream = client_for(asgi_server, api_key).chat.completions.create(
+        model="nul",
+        messages=[{"role": "user", "content": "Say something"}],
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+    )
+    texts = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    reply = Message.objects.get(role="assistant")
+    assert reply.status == "done", reply.error
+    assert "".join(texts) == reply.content == "\ufffd" * 16
+
+
 def test_a_client_that_disconnects_mid_stream_stops_the_generation_and_keeps_the_text(
     asgi_server, api_key, tiny_model
 ):

@@ -229,13 +229,38 @@ async def test_deactivating_a_user_closes_all_their_sockets(layer, ada, server_l
     assert not again.connected
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_the_admins_bulk_deactivation_closes_every_selected_users_sockets_at_once(
+    layer, ada, carol, server_loop
+):
+    # At once: well within the 30 s session re-check (AUTH_RECHECK_S), which is not shortened.
+    bob = await db(User.objects.create_user)("bob")
+    root = await db(User.objects.create_superuser)("root", password=PASSWORD)
+    selected = [await connect(await db(consumer_tests._cookie)(u)) for u in (ada, ada, bob)]
+    bystander = await connect(await db(consumer_tests._cookie)(carol))
+    admin = Client()
+    await db(admin.force_login)(root)
+    response = await db(admin.post)(
+        "/admin/auth/user/",
+        {"action": "deactivate_users", "_selected_action": [ada.pk, bob.pk, root.pk]},
+        follow=True,
+    )
+    assert "Deactivated 2 user(s)." in response.content.decode()
+    for comm in selected:
+        assert await _closed_with(comm, sockets.CLOSE_SIGNED_OUT)
+    await still_usable(bystander)
+    await bystander.disconnect()
+    active = await db(lambda: dict(User.objects.values_list("username", "is_active")))()
+    assert active == {"ada": False, "bob": False, "carol": True, "root": True}
+
+
 @pytest.mark.parametrize("how", ["bulk deactivation", "session deleted", "password changed"])
 @pytest.mark.django_db(transaction=True)
 async def test_a_socket_whose_session_lapsed_closes_at_its_next_check(layer, ada, monkeypatch, how):
     monkeypatch.setattr(sockets, "AUTH_RECHECK_S", 0.2)
     comm = await connect(await db(consumer_tests._cookie)(ada))
     await still_usable(comm)
-    if how == "bulk deactivation":  # what no signal reports (a queryset update)
+    if how == "bulk deactivation":  # what no signal reports (a raw queryset update)
         await db(lambda: User.objects.filter(pk=ada.pk).update(is_active=False))()
     elif how == "session deleted":
         await db(lambda: Session.objects.all().delete())()

@@ -105,6 +105,29 @@ def test_generating_from_the_skills_split_records_verdicts_outputs_and_progress(
     assert "100%" in page.content.decode()
 
 
+def test_a_generation_job_whose_model_emits_nul_saves_its_outputs_as_u_fffd(
+    admin_client, nul_model_dir, eager, django_capture_on_commit_callbacks
+):
+    # PostgreSQL text refuses U+0000 (SQLite stores it): the samples keep U+FFFD in its place.
+    from modeling.checkpoint import model_info
+    from webchat.registry.services import model_version_activate, model_version_register
+
+    version = model_version_register(
+        name="nul", path=str(nul_model_dir), info=model_info(nul_model_dir)
+    )
+    model_version_activate(version=version)
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            reverse("admin:curation_adversarialsample_generate_skills"),
+            {"n": 2, "methods": ["typo"], "rate": 0.5, "budget": 8, "seed": 0},
+        )
+    job = CurationJob.objects.get()
+    assert job.status == "done", job.error
+    outputs = list(AdversarialSample.objects.filter(job=job).values_list("model_output", flat=True))
+    assert outputs
+    assert all(o and set(o) == {"\ufffd"} for o in outputs)
+
+
 def test_a_fine_tune_from_the_admin_goes_queued_running_done_and_is_evaluated(
     admin_client, active_tiny_model, eager, django_capture_on_commit_callbacks, monkeypatch
 ):

@@ -141,6 +141,65 @@ def test_a_reply_streams_in_order_with_contiguous_seq_and_is_saved_as_streamed(
     assert message.model_version_id == active_tiny_model.pk
 
 
+def test_a_model_that_emits_nul_ends_done_with_the_saved_text_equal_to_the_streamed_deltas(
+    db, nul_model_dir, user, gpu_worker, client_app, redis_url
+):
+    # PostgreSQL text refuses U+0000 (SQLite stores it): the worker shows and saves U+FFFD.
+    from modeling.checkpoint import model_info
+
+    version = model_version_register(
+        name="nul", path=str(nul_model_dir), info=model_info(nul_model_dir)
+    )
+    model_version_activate(version=version)
+    gpu_worker()
+    message = queued_turn(user, max_new_tokens=32)
+    listener = GroupListener(redis_url, [message.conversation_id])
+    try:
+        send(client_app, message.pk)
+        events = listener.until_done([message.pk])[message.pk]
+    finally:
+        listener.close()
+    message.refresh_from_db()
+    assert message.status == "done", message.error
+    streamed = "".join(d["text"] for d in deltas_of(events))
+    assert message.content == streamed == events[-1]["content"]
+    assert message.content == "\ufffd" * message.completion_tokens
+    assert message.completion_tokens == 32
+
+
+def test_a_reply_waiting_for_its_model_to_load_stays_queued_and_is_not_reaped(
+    active_tiny_model, user
+):
+    # Another request's load holds the engine host (a big model, a busy machine: longer than the
+    # heartbeat timeout); a reply claimed before its engine was ready used to be reaped meanwhile.
+    from worker.generation import generate_reply, host
+
+    message = queued_turn(user, max_new_tokens=8)
+    result = {}
+
+    def run_task():
+        try:
+            result.update(generate_reply(message.pk))  # the task body, in this process
+        finally:
+            connection.close()  # this thread's own connection
+
+    try:
+        with host._lock:
+            task = threading.Thread(target=run_task)
+            task.start()
+            time.sleep(1.0)
+            assert messages_reap_interrupted(heartbeat_timeout_s=0.01) == []
+            message.refresh_from_db()
+            assert message.status == "queued"
+        task.join(60)
+    finally:
+        host.shutdown()
+    message.refresh_from_db()
+    assert result == {"message_id": message.pk, "status": "done"}
+    assert message.status == "done"
+    assert message.completion_tokens == 8
+
+
 def test_stop_saves_stopped_with_exactly_the_streamed_text(
     active_tiny_model, user, gpu_worker, client_app, redis_url, settings
 ):

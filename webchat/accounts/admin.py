@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from webchat.accounts.models import ApiKey, Profile
+from webchat.accounts.services import users_deactivate
 
 
 @admin.register(Profile)
@@ -162,7 +163,7 @@ class UserAdmin(DjangoUserAdmin):
     )
     def deactivate_users(self, request, queryset):
         queryset = self._changeable(request, queryset)
-        count = queryset.exclude(pk=request.user.pk).update(is_active=False)
+        count = users_deactivate(users=queryset.exclude(pk=request.user.pk))
         if queryset.filter(pk=request.user.pk).exists():
             messages.warning(request, "You cannot deactivate your own account.")
         messages.success(request, f"Deactivated {count} user(s).")

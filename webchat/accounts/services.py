@@ -25,6 +25,23 @@ def profile_update(*, user, training_consent_default: bool) -> Profile:
     return profile
 
 
+def users_deactivate(*, users) -> int:
+    """Deactivate the given users (a queryset), one save each, so that each save closes that
+    user's open chat sockets at once (webchat.chat.signals) as deactivating one user in the form
+    does; a bulk `update(is_active=False)` sends no signal, and its sockets would close only at
+    their next session re-check (webchat.chat.sockets.AUTH_RECHECK_S).
+
+    Returns:
+        How many were active and are now deactivated.
+    """
+    count = 0
+    for user in users.filter(is_active=True):
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        count += 1
+    return count
+
+
 def _hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 

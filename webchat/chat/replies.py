@@ -131,6 +131,15 @@ def _push_redis(coro_factory) -> None:
         _push_loop.broken(loop, exc)
 
 
+def message_queued(*, message_id: int) -> Message | None:
+    """The message if it is still queued (with its model version), else None; claims nothing."""
+    return (
+        Message.objects.select_related("model_version")
+        .filter(pk=message_id, status=Message.Status.QUEUED)
+        .first()
+    )
+
+
 def message_claim(*, message_id: int) -> Message | None:
     """Move a queued message to streaming. None when it is not queued any more (done, stopped,
     or claimed by another delivery of the same task): the task then does nothing."""

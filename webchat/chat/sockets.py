@@ -3,8 +3,10 @@ closing sockets whose session ended (logout, deactivation, password change).
 
 Every socket joins two groups besides its conversation's: its user's and its session's. Logging
 out pushes a close to the session's group, deactivating an account to the user's
-(webchat.chat.signals); each socket also re-checks its session every AUTH_RECHECK_S, which
-catches what no signal reports (a bulk `update(is_active=False)`, an expired session).
+(webchat.chat.signals; the admin's bulk deactivation saves each user, through
+webchat.accounts.services.users_deactivate, so it closes them at once too); each socket also
+re-checks its session every AUTH_RECHECK_S, which catches what no signal reports (a raw
+`update(is_active=False)`, an expired session).
 
 Open sockets are counted per user in Redis (a sorted set of channel names scored by when each
 last said it is alive, shared by every web process) or, without REDIS_URL, in this process; an

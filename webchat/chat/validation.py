@@ -202,6 +202,13 @@ def unusable_chars(value: str) -> str:
     return "a NUL character" if bad.group() == "\x00" else "invalid Unicode (a lone surrogate)"
 
 
+def storable_text(text: str) -> str:
+    """Model output made storable: every NUL or lone surrogate becomes U+FFFD, one character
+    for one, so lengths and offsets into the text stay the same (a model may emit any byte; what
+    the user is shown and what is saved must be the same text)."""
+    return _BAD_CHARS.sub("\ufffd", text)
+
+
 def validate_text(
     value, *, field: str = "text", max_chars: int | None = None, allow_empty: bool = False
 ) -> str:
