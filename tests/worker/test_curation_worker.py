@@ -16,6 +16,7 @@ from webchat.registry.services import TEST_ADAPTIVE, TEST_CLEAN
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 
 
+@pytest.mark.timeout(600)  # dev selection evaluates 400 dev dialogues, clean and perturbed, 3 times
 def test_a_fine_tune_started_in_the_admin_runs_on_the_train_queue_and_is_evaluated_on_cpu(
     admin_client, active_tiny_model, celery_worker_process, redis_url, settings, tmp_path
 ):
@@ -65,7 +66,7 @@ def test_a_fine_tune_started_in_the_admin_runs_on_the_train_queue_and_is_evaluat
         "worker.training.run_training", args=[run.pk], queue="train"
     )
     statuses, progress = [], []
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 420
     while time.monotonic() < deadline:
         run.refresh_from_db()
         if not statuses or statuses[-1] != run.status:
