@@ -1,7 +1,6 @@
 """The chat page's UX in headless Chromium against the real server: themes, highlighted code,
 shared links, keyboard shortcuts, a 5,000-message branch, and axe-core on every page."""
 
-import os
 import re
 import time
 
@@ -303,13 +302,6 @@ def make_long_branch(owner: User, n: int) -> Conversation:
     return conversation
 
 
-@pytest.mark.xfail(
-    condition=bool(os.environ.get("DATABASE_URL")),
-    reason="known bug, open: with PostgreSQL + the Redis channel layer the scroll to the top "
-    "never reaches message 0 (not slowness: 400 s were not enough on a quiet machine; it also "
-    "fails at 657508f, which passed CI before); SQLite + in-memory passes",
-    strict=False,
-)
 def test_a_5000_message_branch_renders_only_its_visible_window(asgi_server, browser):
     url = asgi_server.url
     page = new_page(browser)

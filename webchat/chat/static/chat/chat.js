@@ -314,7 +314,16 @@
     error(f) {
       const pending = state.pending.get(f.ref);
       state.pending.delete(f.ref);
-      if (pending && pending.kind === "history") state.historyPending = false;
+      if (pending && pending.kind === "history") {
+        state.historyPending = false;
+        if (f.code === "rate_limited") {
+          // ask again once the server allows it, not on the next scroll event: retrying at
+          // every frame floods the socket until the server closes it (and the page starts over)
+          state.historyPending = true;
+          setTimeout(() => { state.historyPending = false; loadOlder(); }, Math.max(100, (f.retry_after || 1) * 1000));
+          return; // no notice: the user did nothing wrong
+        }
+      }
       if (pending && pending.kind === "send" && !$("input").value) $("input").value = pending.text;
       if (f.code === "not_found" && pending && pending.kind === "subscribe") {
         showNotice("That conversation does not exist (or is not yours).", "error");
@@ -331,9 +340,18 @@
 
   const threadWindow = window.webchatThreadWindow.create({ scroller: $("messages"), thread: $("thread"), render: renderMessage, onTop: loadOlder });
 
+  // Older pages at most every HISTORY_GAP_MS, half the server's frame rate (10 a second), so
+  // scrolling to the top of a long chat leaves room for the user's own frames.
+  const HISTORY_GAP_MS = 200;
   function loadOlder() {
     if (!state.moreBefore || state.historyPending || !state.conversationId) return;
     state.historyPending = true;
+    const wait = (state.lastHistoryAt || 0) + HISTORY_GAP_MS - Date.now();
+    if (wait > 0) {
+      setTimeout(() => { state.historyPending = false; loadOlder(); }, wait);
+      return;
+    }
+    state.lastHistoryAt = Date.now();
     send({ type: "history", conversation_id: state.conversationId, before: state.moreBefore }, { kind: "history" });
   }
 
