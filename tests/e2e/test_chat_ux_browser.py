@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management.color import no_style
 from django.db import connection
+from playwright.sync_api import expect
 
 from tests.e2e.axe import axe_source, axe_violations
 from tests.e2e.conftest import ARTIFACTS
@@ -126,7 +127,8 @@ def test_code_is_highlighted_with_a_language_label_and_a_copy_button(asgi_server
     )
     assert keyword != name  # the stylesheet colours tokens differently
     blocks.first.locator(".code-copy").click()
-    assert blocks.first.locator(".code-copy").inner_text() == "Copied"
+    # the label changes once the clipboard write resolves (and changes back 1.2 s later)
+    expect(blocks.first.locator(".code-copy")).to_have_text("Copied", timeout=1000)
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == 'def greet(name):\n    # say hello\n    return f"Hello, {name}!"\n'
     assert page.js_errors == []
