@@ -318,9 +318,9 @@ def pretraining_text(n: int = 2000, seed: int = 0, include_ood: bool = True) -> 
     facts_of = {
         task: pools[0] + (pools[1] if include_ood else []) for task, pools in _ENTITIES.items()
     }
-    # a task is drawn in proportion to its entities, capped so that the ~15,000 sums do not
-    # crowd out the facts; within a task every entity in turn (a fresh shuffle per pass), so
-    # each one is stated about equally often
+    # a task is drawn in proportion to its entities, capped so that a large pool (the sums)
+    # does not crowd out the facts; within a task every entity in turn (a fresh shuffle per
+    # pass), so each one is stated about equally often
     tasks = list(facts_of)
     weights = [min(len(facts_of[t]), _STATEMENT_SHARE_CAP) for t in tasks]
     queues: dict[str, list] = {t: [] for t in tasks}

@@ -319,8 +319,8 @@
         if (f.code === "rate_limited") {
           // ask again once the server allows it, not on the next scroll event: retrying at
           // every frame floods the socket until the server closes it (and the page starts over)
-          state.historyPending = true;
-          setTimeout(() => { state.historyPending = false; loadOlder(); }, Math.max(100, (f.retry_after || 1) * 1000));
+          state.lastHistoryAt = Date.now() + (f.retry_after || 1) * 1000 - HISTORY_GAP_MS;
+          loadOlder();
           return; // no notice: the user did nothing wrong
         }
       }
