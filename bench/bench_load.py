@@ -28,6 +28,7 @@ import collections
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -60,38 +61,47 @@ class Ledger:
         self.replies: dict[int, dict] = {}
         self.errors: collections.Counter = collections.Counter()
         self.error_times: list[float] = []
+        self.error_detail: collections.Counter = collections.Counter()
 
     def record(self, reply_id: int, **fields) -> None:
         with self.lock:
             self.replies.setdefault(reply_id, {}).update(fields)
 
-    def error(self, code: str) -> None:
+    def error(self, code: str, detail: str = "") -> None:
         with self.lock:
             self.errors[code] += 1
+            self.error_detail[f"{code}: {detail}"[:100]] += 1
             self.error_times.append(time.monotonic())
 
 
 def run_user(base_url, session, ledger, stop_at, args, seed) -> None:
     rng = random.Random(seed)  # noqa: S311 - a reproducible load pattern, not a secret
     chat = ChatClient(base_url, session)
+    phase = {"at": "connect"}
     while time.monotonic() < stop_at:
         try:
             if chat.ws is None:
+                phase["at"] = "connect"
                 chat.connect()
                 if chat.conversation_id is not None:
                     chat.resubscribe()
-            one_reply(chat, ledger, rng, args)
+            one_reply(chat, ledger, rng, args, phase)
         except Exception as exc:  # noqa: BLE001 - every failure is counted by its kind
             code = getattr(getattr(exc, "rcvd", None), "code", None)
-            ledger.error(f"close {code}" if code else exc.__class__.__name__)
+            # what the client was doing when it failed, so every error can be explained
+            detail = re.sub(r"reply \d+", "reply N", str(exc)) or "(no message)"
+            ledger.error(
+                f"close {code}" if code else exc.__class__.__name__, f"{phase['at']}: {detail}"
+            )
             chat.close()
             time.sleep(0.5)
     chat.close()
 
 
-def one_reply(chat: ChatClient, ledger: Ledger, rng: random.Random, args) -> None:
+def one_reply(chat: ChatClient, ledger: Ledger, rng: random.Random, args, phase: dict) -> None:
     action = rng.random()
     sent = time.monotonic()
+    phase["at"] = "ask"
     reply = chat.ask(rng.choice(QUESTIONS), max_new_tokens=args.new_tokens, temperature=0)
     ledger.record(reply, sent=sent, action="plain")
     first: dict = {}
@@ -108,11 +118,14 @@ def one_reply(chat: ChatClient, ledger: Ledger, rng: random.Random, args) -> Non
                 raise ConnectionResetError("reconnect drill")
 
     try:
+        phase["at"] = "stream"
         done = chat.until_done(reply, timeout=120, on_frame=on_frame)
     except ConnectionResetError:
         chat.close()
+        phase["at"] = "reconnect"
         chat.connect()
         chat.resubscribe()
+        phase["at"] = "resume"
         done = chat.until_done(reply, timeout=120)
     ledger.record(reply, status=done["status"], text=chat.text[reply], done_at=time.monotonic())
 
@@ -234,6 +247,7 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
     lost = [r for r, (status, _c) in rows.items() if status not in FINAL]
     mismatched = [r for r, f in seen.items() if rows.get(r, (None, None))[1] != f["text"]]
     ttft = [f["ttft"] for f in ledger.replies.values() if "ttft" in f]
+    took = [f["done_at"] - f["sent"] for f in seen.values()]
     recovery = last_error = None
     if fault:
         after = [f["done_at"] for f in seen.values() if f["sent"] >= fault["ended"]]
@@ -249,9 +263,13 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
         "ttft_p50_s": round(percentile(ttft, 0.5), 3) if ttft else None,
         "ttft_p95_s": round(percentile(ttft, 0.95), 3) if ttft else None,
         "ttft_p99_s": round(percentile(ttft, 0.99), 3) if ttft else None,
+        "reply_s_p50": round(percentile(took, 0.5), 3) if took else None,
+        "reply_s_max": round(max(took), 3) if took else None,
+        "elapsed_s": round(elapsed, 1),
         "status": dict(collections.Counter(s for s, _c in rows.values())),
         "actions": dict(collections.Counter(f.get("action") for f in ledger.replies.values())),
         "errors": dict(ledger.errors),
+        "error_detail": dict(ledger.error_detail),
         "lost": len(lost),
         "mismatched": len(mismatched),
         "in_flight": len(in_flight),

@@ -373,8 +373,9 @@ class ChatClient:
         """After a reconnect: watch the conversation again; its snapshot resets every reply."""
         self.send({"type": "subscribe", "conversation_id": self.conversation_id})
 
-    def apply(self, frame: dict) -> dict | None:
-        """Fold one server frame into what this client has; returns a `done` frame."""
+    def apply(self, frame: dict, watch: int | None = None) -> dict | None:
+        """Fold one server frame into what this client has; returns a `done` frame (for a
+        conversation snapshot: the one of reply `watch`, when the snapshot shows it final)."""
         kind = frame["type"]
         if kind == "delta":
             mid = frame["message_id"]
@@ -386,12 +387,14 @@ class ChatClient:
             self.text[message["id"]] = message["content"]
             self.seq[message["id"]] = message["last_seq"]
         elif kind == "conversation":
+            done = None
             for message in frame["messages"]:
                 if message["role"] == "assistant":
                     self.text[message["id"]] = message["content"]
                     self.seq[message["id"]] = message["last_seq"]
-                    if message["status"] not in ("queued", "streaming"):
-                        return {"type": "done", "message_id": message["id"], **message}
+                    if message["id"] == watch and message["status"] not in ("queued", "streaming"):
+                        done = {"type": "done", "message_id": message["id"], **message}
+            return done
         elif kind == "done":
             self.text[frame["message_id"]] = frame["content"]
             return frame
@@ -407,7 +410,7 @@ class ChatClient:
             frame = self.recv(remaining)
             if on_frame is not None:
                 on_frame(frame)
-            done = self.apply(frame)
+            done = self.apply(frame, watch=message_id)
             if done is not None and done["message_id"] == message_id:
                 return done
 

@@ -251,6 +251,18 @@ WEBCHAT_TRAINING = {
     "DEVICES": tuple(env.list("WEBCHAT_TRAIN_DEVICES", default=["auto", "cpu", "cuda"])),
 }
 
+# --- the serving engine of a gpu worker (worker.generation.EngineHost) ----------------------
+WEBCHAT_ENGINE = {
+    # rows decoded together; more requests wait in the engine's queue
+    "MAX_BATCH_SIZE": env.int("WEBCHAT_ENGINE_MAX_BATCH_SIZE", default=16),
+    # torch intra-op threads of a dedicated worker process on the CPU (0: torch's default, one
+    # per core). One is the measured default (docs/benchmarks.md, 64 users): the worker's own
+    # threads, daphne and Redis share the cores, and with two threads the OpenMP workers of the
+    # small decode matmuls mostly wait for each other. Not applied to the embedded worker,
+    # where a training run shares the process's threads.
+    "CPU_THREADS": env.int("WEBCHAT_ENGINE_CPU_THREADS", default=1),
+}
+
 # --- product limits: the one place their defaults are (webchat.chat.validation.limits) -------
 WEBCHAT = {
     "MAX_MESSAGE_CHARS": env.int("WEBCHAT_MAX_MESSAGE_CHARS", default=4000),

@@ -14,6 +14,7 @@ import threading
 import time
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import OperationalError
 
 from webchat import metrics
@@ -27,7 +28,6 @@ FLUSH_INTERVAL_S = 0.1  # coalesce deltas: push at most every 100 ms ...
 FLUSH_TOKENS = 8  # ... or every few tokens, whichever comes first
 HEARTBEAT_INTERVAL_S = 2.0
 FINISH_ATTEMPTS = 5  # about 7.5 s of waiting for the database to come back
-MAX_BATCH_SIZE = 16
 
 
 class EngineHost:
@@ -54,9 +54,17 @@ class EngineHost:
         from modeling.engine import Engine
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        threads = settings.WEBCHAT_ENGINE["CPU_THREADS"]
+        if device == "cpu" and threads > 0 and not settings.EMBEDDED_WORKER:
+            torch.set_num_threads(threads)
         started = time.perf_counter()
         model, tokenizer, _meta = load_model(path, device=device)
-        engine = Engine(model, tokenizer, max_batch_size=MAX_BATCH_SIZE, version=str(version_id))
+        engine = Engine(
+            model,
+            tokenizer,
+            max_batch_size=settings.WEBCHAT_ENGINE["MAX_BATCH_SIZE"],
+            version=str(version_id),
+        )
         engine.start()
         log.info(
             "loaded model version %s from %s on %s in %.1f s",
@@ -168,7 +176,11 @@ def _generate(message_id: int) -> dict:
         # Tell the watchers while the engine runs the prefill, not before: the push is off the
         # path to the first token. Every delta is pushed after this, from this thread.
         replies.push(message.conversation_id, started)
-        relay.stream(handle, lambda: _cancel_flag(message_id), engine)
+        stop = cancel.watcher.watch(message_id)
+        try:
+            relay.stream(handle, stop.is_set, engine)
+        finally:
+            cancel.watcher.unwatch(message_id)
         return {"message_id": message_id, "status": relay.status}
     except SoftTimeLimitExceeded:
         metrics.GENERATION_ERRORS.labels(kind="time_limit").inc()
@@ -415,17 +427,6 @@ class Relay:
         metrics.GENERATION_ERRORS.labels(kind=kind).inc()
         self.finish("failed", reason)
         return {"message_id": self.message.pk, "status": "failed"}
-
-
-def _cancel_flag(message_id: int) -> bool:
-    """The user's Stop flag; a broker outage reads as "not stopped" instead of failing the reply."""
-    from worker import cancel
-
-    try:
-        return cancel.is_cancelled(message_id)
-    except Exception as exc:  # noqa: BLE001 - redis raises several kinds; all mean "unknown now"
-        log.debug("cancel flag of message %s unreadable: %s", message_id, exc)
-        return False
 
 
 @app.task(name="worker.generation.reap_interrupted", soft_time_limit=60, time_limit=90)
