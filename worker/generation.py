@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.1  # coalesce deltas: push at most every 100 ms ...
 FLUSH_TOKENS = 8  # ... or every few tokens, whichever comes first
+# ... and with more than this many replies decoding in the process, proportionally less often
+# (at most every FLUSH_INTERVAL_MAX_S): every flush is a database write, a channel-layer send
+# and a frame per watching socket, so the process's write rate stays near
+# FLUSH_STREAMS / FLUSH_INTERVAL_S however many replies stream at once.
+FLUSH_STREAMS = 16
+FLUSH_INTERVAL_MAX_S = 0.5
 HEARTBEAT_INTERVAL_S = 2.0
 FINISH_ATTEMPTS = 5  # about 7.5 s of waiting for the database to come back
 
@@ -238,6 +244,13 @@ def build_request(message, engine, chat_format, relay):
     )
 
 
+def flush_interval(engine) -> float:
+    """How long a reply's deltas are coalesced: FLUSH_INTERVAL_S up to FLUSH_STREAMS replies
+    decoding in this process's engine, longer in proportion above that."""
+    running = engine.num_running if engine is not None else 0
+    return min(FLUSH_INTERVAL_MAX_S, FLUSH_INTERVAL_S * max(1.0, running / FLUSH_STREAMS))
+
+
 class Relay:
     """Coalesces engine deltas, saves them, then pushes them with contiguous sequence numbers."""
 
@@ -272,11 +285,12 @@ class Relay:
             "The text so far is kept; you can regenerate."
         )
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Save the pending text, then push it. True when a row was written (a heartbeat too)."""
         from webchat.chat import replies
 
         if not self.pending:
-            return
+            return False
         try:
             saved = replies.message_save_progress(
                 message_id=self.message.pk, content=self.text + self.pending, seq=self.seq + 1
@@ -288,7 +302,7 @@ class Relay:
             from django.db import close_old_connections
 
             close_old_connections()
-            return
+            return False
         self.text += self.pending
         self.seq += 1
         if not saved:
@@ -306,6 +320,7 @@ class Relay:
             )
         self.pending = ""
         self.pending_tokens = 0
+        return saved
 
     def observe_token(self, event) -> None:
         """Metrics of one token: time to the first (from the reply being queued), the gaps."""
@@ -355,9 +370,10 @@ class Relay:
             if self.pending and (
                 self.seq == 0  # the first text goes out at once: time to first token matters
                 or self.pending_tokens >= FLUSH_TOKENS
-                or now - last_flush >= FLUSH_INTERVAL_S
+                or now - last_flush >= flush_interval(engine)
             ):
-                self.flush()
+                if self.flush():  # a saved flush is a heartbeat too (it sets heartbeat_at)
+                    last_beat = now
                 last_flush = now
             if now - last_beat >= HEARTBEAT_INTERVAL_S:
                 try:

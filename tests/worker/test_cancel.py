@@ -57,7 +57,8 @@ def test_the_thread_ends_when_nothing_is_watched_and_a_new_watch_starts_one(flag
     assert wait_for(lambda: not first.is_alive())
     event = watcher.watch(9105)
     try:
-        assert watcher._thread is not None and watcher._thread.is_alive()
+        assert watcher._thread is not None
+        assert watcher._thread.is_alive()
         cancel.request_cancel(9105)
         assert wait_for(event.is_set)
     finally:

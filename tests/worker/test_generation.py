@@ -335,3 +335,17 @@ def test_32_concurrent_requests_complete_without_lost_or_duplicated_deltas(
         assert m.status == "done"
         assert m.content == "".join(d["text"] for d in deltas)
         assert 0 < m.completion_tokens <= 32  # sampling may pick the end token early
+
+
+def test_deltas_are_coalesced_longer_only_when_many_replies_decode_at_once():
+    from types import SimpleNamespace
+
+    from worker.generation import FLUSH_INTERVAL_MAX_S, FLUSH_INTERVAL_S, flush_interval
+
+    def at(running):
+        return flush_interval(SimpleNamespace(num_running=running))
+
+    assert flush_interval(None) == at(1) == at(16) == FLUSH_INTERVAL_S
+    assert at(32) == pytest.approx(2 * FLUSH_INTERVAL_S)
+    assert at(64) == pytest.approx(4 * FLUSH_INTERVAL_S)
+    assert at(1000) == FLUSH_INTERVAL_MAX_S
