@@ -62,13 +62,16 @@ class Ledger:
         self.errors: collections.Counter = collections.Counter()
         self.error_times: list[float] = []
         self.error_detail: collections.Counter = collections.Counter()
+        self.error_replies: dict[int, str] = {}  # reply the client was waiting for -> error
 
     def record(self, reply_id: int, **fields) -> None:
         with self.lock:
             self.replies.setdefault(reply_id, {}).update(fields)
 
-    def error(self, code: str, detail: str = "") -> None:
+    def error(self, code: str, detail: str = "", reply: int | None = None) -> None:
         with self.lock:
+            if reply is not None:
+                self.error_replies[reply] = f"{code}: {detail}"
             self.errors[code] += 1
             self.error_detail[f"{code}: {detail}"[:100]] += 1
             self.error_times.append(time.monotonic())
@@ -91,7 +94,9 @@ def run_user(base_url, session, ledger, stop_at, args, seed) -> None:
             # what the client was doing when it failed, so every error can be explained
             detail = re.sub(r"reply \d+", "reply N", str(exc)) or "(no message)"
             ledger.error(
-                f"close {code}" if code else exc.__class__.__name__, f"{phase['at']}: {detail}"
+                f"close {code}" if code else exc.__class__.__name__,
+                f"{phase['at']}: {detail}",
+                reply=phase.pop("reply", None),
             )
             chat.close()
             time.sleep(0.5)
@@ -104,6 +109,7 @@ def one_reply(chat: ChatClient, ledger: Ledger, rng: random.Random, args, phase:
     phase["at"] = "ask"
     reply = chat.ask(rng.choice(QUESTIONS), max_new_tokens=args.new_tokens, temperature=0)
     ledger.record(reply, sent=sent, action="plain")
+    phase["reply"] = reply
     first: dict = {}
 
     def on_frame(frame):
@@ -128,6 +134,7 @@ def one_reply(chat: ChatClient, ledger: Ledger, rng: random.Random, args, phase:
         phase["at"] = "resume"
         done = chat.until_done(reply, timeout=120)
     ledger.record(reply, status=done["status"], text=chat.text[reply], done_at=time.monotonic())
+    phase.pop("reply", None)
 
 
 def warm_up(base_url: str, session: str, args) -> None:
@@ -270,6 +277,11 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
         "actions": dict(collections.Counter(f.get("action") for f in ledger.replies.values())),
         "errors": dict(ledger.errors),
         "error_detail": dict(ledger.error_detail),
+        # each reply a client gave up on, with what the database holds for it at the end
+        "errored_replies": {
+            r: {"error": e, "stored": rows.get(r, ("?", ""))[0]}
+            for r, e in list(ledger.error_replies.items())[:20]
+        },
         "lost": len(lost),
         "mismatched": len(mismatched),
         "in_flight": len(in_flight),

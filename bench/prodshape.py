@@ -383,9 +383,12 @@ class ChatClient:
                 self.text[mid] = self.text.get(mid, "") + frame["text"]
                 self.seq[mid] = frame["seq"]
         elif kind == "message":
+            # a reply resent whole (the socket adopted it); final, it ends the reply, as on the page
             message = frame["message"]
             self.text[message["id"]] = message["content"]
             self.seq[message["id"]] = message["last_seq"]
+            if message["id"] == watch and message["status"] not in ("queued", "streaming"):
+                return {"type": "done", "message_id": message["id"], **message}
         elif kind == "conversation":
             done = None
             for message in frame["messages"]:
