@@ -253,8 +253,11 @@ WEBCHAT_TRAINING = {
 
 # --- the serving engine of a gpu worker (worker.generation.EngineHost) ----------------------
 WEBCHAT_ENGINE = {
-    # rows decoded together; more requests wait in the engine's queue
-    "MAX_BATCH_SIZE": env.int("WEBCHAT_ENGINE_MAX_BATCH_SIZE", default=16),
+    # rows decoded together (more requests wait in the engine's queue), fewer when their KV
+    # cache would take more than KV_CACHE_MB (worker.generation.engine_rows): 64 rows of the
+    # default model take 67 MB; a 124M GPT-2 with 1,024 positions gets 13 rows in 1,024 MB
+    "MAX_BATCH_SIZE": env.int("WEBCHAT_ENGINE_MAX_BATCH_SIZE", default=64),
+    "KV_CACHE_MB": env.int("WEBCHAT_ENGINE_KV_CACHE_MB", default=1024),
     # torch intra-op threads of a dedicated worker process on the CPU (0: torch's default, one
     # per core). One is the measured default (docs/benchmarks.md, 64 users): the worker's own
     # threads, daphne and Redis share the cores, and with two threads the OpenMP workers of the

@@ -66,10 +66,7 @@ class EngineHost:
         started = time.perf_counter()
         model, tokenizer, _meta = load_model(path, device=device)
         engine = Engine(
-            model,
-            tokenizer,
-            max_batch_size=settings.WEBCHAT_ENGINE["MAX_BATCH_SIZE"],
-            version=str(version_id),
+            model, tokenizer, max_batch_size=engine_rows(model), version=str(version_id)
         )
         engine.start()
         log.info(
@@ -103,6 +100,17 @@ class EngineHost:
 
 
 host = EngineHost()
+
+
+def engine_rows(model) -> int:
+    """Rows the engine decodes together: WEBCHAT_ENGINE["MAX_BATCH_SIZE"], fewer when their
+    preallocated KV cache (keys and values of every layer, every position) would take more than
+    WEBCHAT_ENGINE["KV_CACHE_MB"], as vLLM sizes its cache by a share of the device's memory."""
+    cfg = model.config
+    itemsize = next(model.parameters()).element_size()
+    per_row = 2 * cfg.n_layer * cfg.kv_heads * (cfg.block_size + 1) * cfg.hd * itemsize
+    budget = settings.WEBCHAT_ENGINE["KV_CACHE_MB"] * 2**20
+    return max(1, min(settings.WEBCHAT_ENGINE["MAX_BATCH_SIZE"], budget // per_row))
 
 
 @app.task(

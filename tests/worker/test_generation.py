@@ -349,3 +349,18 @@ def test_deltas_are_coalesced_longer_only_when_many_replies_decode_at_once():
     assert at(32) == pytest.approx(2 * FLUSH_INTERVAL_S)
     assert at(64) == pytest.approx(4 * FLUSH_INTERVAL_S)
     assert at(1000) == FLUSH_INTERVAL_MAX_S
+
+
+def test_the_engine_gets_as_many_rows_as_the_kv_cache_budget_holds(settings):
+    from modeling.model import ModelConfig, Transformer
+    from worker.generation import engine_rows
+
+    settings.WEBCHAT_ENGINE = {"MAX_BATCH_SIZE": 64, "KV_CACHE_MB": 1024, "CPU_THREADS": 1}
+    small = Transformer(ModelConfig(vocab_size=64, block_size=512, n_layer=4, n_head=4, n_embd=128))
+    assert engine_rows(small) == 64  # the default model's shape: 1 MB a row
+    cache = small.new_cache(1, 512)
+    per_row = cache.k.numel() * 2 * cache.k.element_size()
+    settings.WEBCHAT_ENGINE = {**settings.WEBCHAT_ENGINE, "KV_CACHE_MB": 10}
+    assert engine_rows(small) == 10 * 2**20 // per_row  # the same bytes the engine allocates
+    settings.WEBCHAT_ENGINE = {**settings.WEBCHAT_ENGINE, "KV_CACHE_MB": 0}
+    assert engine_rows(small) == 1  # never none
