@@ -19,7 +19,8 @@ every stored reply is compared with what its client assembled.
 Prints a table and a final JSON line: replies/s, TTFT p50/p95/p99 (send -> first delta),
 errors by code, lost (never final 60 s after the end) and mismatched (stored text differs from
 what the client saw), each in-flight reply's fate, whether every process is still alive, and
-how long after the fault ended the first new reply was done.
+how long after the fault ended the first new reply streamed (its first delta) and was done,
+and for every reply a client gave up on, what the database holds for it.
 """
 
 import argparse
@@ -255,10 +256,14 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
     mismatched = [r for r, f in seen.items() if rows.get(r, (None, None))[1] != f["text"]]
     ttft = [f["ttft"] for f in ledger.replies.values() if "ttft" in f]
     took = [f["done_at"] - f["sent"] for f in seen.values()]
-    recovery = last_error = None
+    recovery = recovery_first = last_error = None
     if fault:
         after = [f["done_at"] for f in seen.values() if f["sent"] >= fault["ended"]]
         recovery = round(min(after) - fault["ended"], 2) if after else None
+        # the first reply sent after the fault that streamed: its first delta, from the fault's end
+        new = [f for f in seen.values() if f["sent"] >= fault["ended"] and "ttft" in f]
+        firsts = [f["sent"] + f["ttft"] for f in new]
+        recovery_first = round(min(firsts) - fault["ended"], 2) if firsts else None
         late = [t for t in ledger.error_times if t >= fault["ended"]]
         last_error = round(max(late) - fault["ended"], 2) if late else None
     return {
@@ -287,6 +292,7 @@ def summarize(ledger, rows, elapsed, in_flight, fault, alive, args) -> dict:
         "in_flight": len(in_flight),
         "in_flight_fate": dict(collections.Counter(rows[r][0] for r in in_flight if r in rows)),
         "recovery_s": recovery,
+        "recovery_first_token_s": recovery_first,
         "last_error_after_fault_s": last_error,
         "processes_alive": alive,
     }
