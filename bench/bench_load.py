@@ -169,18 +169,27 @@ def inject(fault: str, shape: Shape, redis: RedisServer, cluster, log: dict) -> 
 
 def settle(ledger: Ledger, timeout: float = 60.0) -> dict[int, tuple]:
     """Each reply's stored (status, content), once nothing is queued or streaming (or timeout)."""
+    from django.db import OperationalError, connection
+
     from webchat.chat.models import Message
 
     ids = list(ledger.replies)
     deadline = time.monotonic() + timeout
+    connection.close()  # opened at setup: a --fault postgres-restart ended it
     while True:
-        rows = dict(
-            (pk, (status, content))
-            for pk, status, content in Message.objects.filter(pk__in=ids).values_list(
-                "pk", "status", "content"
+        try:
+            rows = dict(
+                (pk, (status, content))
+                for pk, status, content in Message.objects.filter(pk__in=ids).values_list(
+                    "pk", "status", "content"
+                )
             )
-        )
-        if all(s in FINAL for s, _ in rows.values()) or time.monotonic() > deadline:
+        except OperationalError:
+            connection.close()
+            rows = {}
+            if time.monotonic() > deadline:
+                raise
+        if rows and all(s in FINAL for s, _ in rows.values()) or time.monotonic() > deadline:
             return rows
         time.sleep(1)
 
