@@ -11,6 +11,7 @@ re-opened (the client resubscribes and resumes from the snapshot, as the page do
 every stored reply is compared with what its client assembled.
 
     .venv/bin/python bench/bench_load.py --users 64 --seconds 300 [--fault worker-kill]
+    (production mode: DJANGO_DEBUG=0 in every process, collectstatic first; --debug: not)
     --fault worker-kill      SIGKILL the gpu worker; a new one starts 2 s later (a supervisor)
     --fault redis-restart    kill -9 the (private) Redis, start it again 5 s later
     --fault postgres-restart `pg_ctl restart -m fast` the private cluster (implies --postgres;
@@ -212,6 +213,20 @@ def measure(args) -> dict:
         database_url = f"postgres://postgres@127.0.0.1:5432/{name}"
     os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis.url, WEBCHAT_VAR_DIR=str(workdir))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchat.settings")
+    if not args.debug:
+        # production mode in every process, as docs/deploy.md runs it: no debug cursor on every
+        # query; the static files manifest must exist; the bench signs its users' sessions with
+        # the same key as the server
+        os.environ.update(
+            DJANGO_DEBUG="0",
+            DJANGO_SECRET_KEY=f"bench-load-{os.getpid()}-{random.random()}",  # noqa: S311
+            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        )
+        subprocess.run(  # noqa: S603 - our own fixed command line
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+            cwd=ROOT,
+            check=True,
+        )
     sessions = setup(workdir, args.users)
     shape = Shape(redis.url, database_url, workdir)
     shape.start_web()
@@ -325,6 +340,9 @@ def main() -> None:
     parser.add_argument("--fault-at", type=float, default=0.4, help="share of the run")
     parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL cluster")
     parser.add_argument("--keep", action="store_true", help="keep the process logs")
+    parser.add_argument(
+        "--debug", action="store_true", help="DJANGO_DEBUG=1 (the embedded default), not production"
+    )
     parser.add_argument(
         "--attach-postgres",
         action="store_true",

@@ -15,13 +15,25 @@ import sys
 APPLICATION = "webchat.asgi:application"
 
 
+# daphne's command line allows a websocket handshake 5 s (its Server class: 20 s). The consumer's
+# connect reads the session and counts the user's sockets through the one database thread that
+# every consumer shares; under load (64 users streaming on 2 cores, bench/bench_load.py) that
+# took over 5 s now and then, and autobahn then dropped the TCP connection without an HTTP
+# answer. The page reconnects either way; a longer wait keeps the socket instead.
+CONNECT_TIMEOUT_S = 20
+
+
 def daphne_args(argv: list[str], max_bytes: int) -> list[str]:
-    """The daphne command line for the options `argv`: our size limits unless given there,
-    then the application."""
+    """The daphne command line for the options `argv`: our size limits and handshake timeout
+    unless given there, then the application."""
     args = list(argv)
-    for option in ("--websocket-max-message-size", "--websocket-max-frame-size"):
+    for option, value in (
+        ("--websocket_connect_timeout", CONNECT_TIMEOUT_S),
+        ("--websocket-max-message-size", max_bytes),
+        ("--websocket-max-frame-size", max_bytes),
+    ):
         if not any(a == option or a.startswith(option + "=") for a in args):
-            args = [option, str(max_bytes), *args]
+            args = [option, str(value), *args]
     return [*args, APPLICATION]
 
 

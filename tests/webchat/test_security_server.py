@@ -26,6 +26,8 @@ def test_the_server_command_passes_the_limit_unless_told_otherwise():
         "65536",
         "--websocket-max-message-size",
         "65536",
+        "--websocket_connect_timeout",
+        "20",
         "-p",
         "8000",
         APPLICATION,
