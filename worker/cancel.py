@@ -83,8 +83,9 @@ class Watcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, message_id: int) -> threading.Event:
-        event = threading.Event()
+    def watch(self, message_id: int, event: threading.Event | None = None) -> threading.Event:
+        """Set `event` (a new one by default, returned) once the reply's Stop flag is seen."""
+        event = event or threading.Event()
         with self._lock:
             self._events[int(message_id)] = event
             if self._thread is None:

@@ -33,6 +33,7 @@ FLUSH_TOKENS = 8  # ... or every few tokens, whichever comes first
 FLUSH_STREAMS = 16
 FLUSH_INTERVAL_MAX_S = 0.5
 HEARTBEAT_INTERVAL_S = 2.0
+IDLE_WAIT_S = 0.25  # a task thread with nothing to send looks at its reply this often
 FINISH_ATTEMPTS = 5  # about 7.5 s of waiting for the database to come back
 
 
@@ -190,7 +191,7 @@ def _generate(message_id: int) -> dict:
         # Tell the watchers while the engine runs the prefill, not before: the push is off the
         # path to the first token. Every delta is pushed after this, from this thread.
         replies.push(message.conversation_id, started)
-        stop = cancel.watcher.watch(message_id)
+        stop = cancel.watcher.watch(message_id, relay.stop_event)
         try:
             relay.stream(handle, stop.is_set, engine)
         finally:
@@ -278,6 +279,11 @@ class Relay:
         self._lost = False  # the row left `streaming` under us (reaped): stop generating
         self._last_token_time: float | None = None
 
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set to stop the generation: the engine reads it every step (cancel_requested)."""
+        return self._cancel
+
     def cancel_requested(self) -> bool:
         """The engine's cancel check, every decode step: a stop, a lost row, or the time limit
         (which the threads pool never enforces itself)."""
@@ -350,9 +356,17 @@ class Relay:
         last_flush = last_beat = last_poll = time.monotonic()
         position = None
         while True:
-            event = handle.get(timeout=0.05)
+            # Sleep until the next event or until pending text is due, never in short polls:
+            # every wake-up of one of 32 task threads takes the GIL from the engine's loop. A
+            # Stop needs no poll here: the watcher sets self._cancel, which the engine reads
+            # every step (the request's should_cancel).
+            wait = IDLE_WAIT_S
+            if self.pending:
+                due = last_flush + flush_interval(engine) - time.monotonic()
+                wait = min(wait, max(0.005, due))
+            event = handle.get(timeout=wait)
             now = time.monotonic()
-            if now - last_poll >= 0.05:
+            if now - last_poll >= IDLE_WAIT_S:
                 last_poll = now
                 if engine is not None:
                     metrics.REQUESTS_RUNNING.set(engine.num_running)
