@@ -327,6 +327,7 @@ class ChatClient:
         self.conversation_id: int | None = None
         self.text: dict[int, str] = {}
         self.seq: dict[int, int] = {}
+        self.finished: dict[int, dict] = {}  # replies already final when accepted
 
     def connect(self, timeout: float = 10.0) -> dict:
         from websockets.sync.client import connect
@@ -364,6 +365,14 @@ class ChatClient:
                 message = frame["message"]
                 self.text[message["id"]] = message["content"]
                 self.seq[message["id"]] = message["last_seq"]
+                if message["status"] not in ("queued", "streaming"):
+                    # the reply ended before this socket joined its conversation (a fast
+                    # worker): the accepted frame is its only news, as on the page
+                    self.finished[message["id"]] = {
+                        "type": "done",
+                        "message_id": message["id"],
+                        **message,
+                    }
                 return message["id"]
             if frame["type"] == "error":
                 raise RuntimeError(f"turn refused: {frame}")
@@ -406,6 +415,8 @@ class ChatClient:
     def until_done(self, message_id: int, timeout: float = 60.0, on_frame=None) -> dict:
         """Frames until `message_id` is done; returns its `done` frame."""
         deadline = time.monotonic() + timeout
+        if message_id in self.finished:
+            return self.finished.pop(message_id)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
