@@ -6,6 +6,7 @@ Imported as `prodshape` by bench/bench_load.py and as `bench.prodshape` by tests
 bench/harness.py for why these helpers live in bench/).
 """
 
+import collections
 import contextlib
 import json
 import os
@@ -328,6 +329,7 @@ class ChatClient:
         self.text: dict[int, str] = {}
         self.seq: dict[int, int] = {}
         self.finished: dict[int, dict] = {}  # replies already final when accepted
+        self.recent: collections.deque = collections.deque(maxlen=6)  # for a timeout's message
 
     def connect(self, timeout: float = 10.0) -> dict:
         from websockets.sync.client import connect
@@ -350,7 +352,12 @@ class ChatClient:
         self.ws.send(json.dumps(frame))
 
     def recv(self, timeout: float) -> dict:
-        return json.loads(self.ws.recv(timeout=timeout))
+        frame = json.loads(self.ws.recv(timeout=timeout))
+        message = frame.get("message") or {}
+        self.recent.append(
+            (frame["type"], frame.get("message_id", message.get("id")), frame.get("seq"))
+        )
+        return frame
 
     def ask(self, text: str, timeout: float = 30.0, **params) -> int:
         """Send a turn; returns the queued reply's id once the server accepted it."""
@@ -421,7 +428,10 @@ class ChatClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no done for reply {message_id}")
-            frame = self.recv(remaining)
+            try:
+                frame = self.recv(remaining)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}; last frames: {list(self.recent)}") from None
             if on_frame is not None:
                 on_frame(frame)
             done = self.apply(frame, watch=message_id)
