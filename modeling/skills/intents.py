@@ -121,17 +121,6 @@ OOS_TEMPLATES = [
     "What is the weather in {city}?",
     "Who won the game in {city} yesterday?",
     "What are the best restaurants in {city}?",
-    # requests that name a country of the world but ask nothing the world holds (a hard negative
-    # like the city requests: with five of them, a held-out one got the country's capital)
-    "Tell me a story about {country}.",
-    "Write a poem about {country}.",
-    "What is the weather like in {country} in winter?",
-    "Recommend a movie set in {country}.",
-    "What should I cook for a dinner from {country}?",
-    "Tell me a joke about {country}.",
-    "Explain the politics of {country}.",
-    "What is the latest news from {country}?",
-    "Who won the football game in {country}?",
     # held out
     "Could you summarise the headlines from {city}?",
     "Write an essay about the history of {country}.",
