@@ -6,8 +6,7 @@
                   weather, jokes, news, facts it does not hold) -> the honest scope reply
     repair        a question, a reply, a complaint ("That is not right."), the right answer: half
                   the replies are wrong (weight 0: in the context, never learned), half are right
-                  (the same answer is restated); in training the disputed question may also come
-                  after an earlier exchange or be a follow-up (corpus._repair_opening)
+                  (the same answer is restated)
 
 ``question_turn`` is how corpus.py draws one skills question; these functions take it as an
 argument so the two modules do not import each other.
@@ -134,7 +133,7 @@ def wrong_answer(rng: random.Random, task: str, slots: dict, pool: list, slots_o
 
 
 def repair_dialogue(rng: random.Random, question: QuestionFn, ood_template: bool, ood_entity: bool,
-                    pool_of, slots_of, asked=None):  # fmt: skip
+                    pool_of, slots_of):  # fmt: skip
     """A question, a right or wrong reply, a complaint, and the right answer.
 
     Args:
@@ -144,17 +143,10 @@ def repair_dialogue(rng: random.Random, question: QuestionFn, ood_template: bool
         ood_entity: the question is about a held-out entity.
         pool_of: task -> the entity pool to draw wrong answers from.
         slots_of: (task, entity) -> slots.
-        asked: the conversation up to the disputed question, as (messages ending with that user
-            turn, task, slots, template ids): an earlier exchange, or a follow-up. None: one
-            question drawn here.
     Returns:
         (messages, task, slots, template ids).
     """
-    if asked is None:
-        text, task, _, slots, tid = question(rng, None, ood_entity)
-        before, tids = [{"role": "user", "content": text}], (tid,)
-    else:
-        before, task, slots, tids = asked
+    text, task, _, slots, tid = question(rng, None, ood_entity)
     right = answer_for(Parse(task, slots))
     first = right
     if rng.random() < 0.5:
@@ -164,12 +156,12 @@ def repair_dialogue(rng: random.Random, question: QuestionFn, ood_template: bool
     if first != right:
         reply["weight"] = 0  # type: ignore[typeddict-unknown-key]  # context only, never learned
     messages = [
-        *before,
+        {"role": "user", "content": text},
         reply,
         {"role": "user", "content": complaint},
         {"role": "assistant", "content": right},
     ]
-    return messages, task, slots, (*tids, cid)
+    return messages, task, slots, (tid, cid)
 
 
 def open_with_greeting(rng: random.Random, text: str) -> str:

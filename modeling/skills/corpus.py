@@ -196,9 +196,8 @@ def _draw(rng: random.Random, family: str, split: str) -> Dialogue:
         messages, task, tids = conversation.out_of_scope_dialogue(rng, _question, new_tpl)
         return Dialogue(messages, family, task, {}, tids, split, heldout)
     if family == "repair":
-        asked = _repair_opening(rng) if split == "train" else None
         messages, task, slots, tids = conversation.repair_dialogue(
-            rng, _question, new_tpl, new_ent, lambda t: _ENTITIES[t][0], _slots_of, asked
+            rng, _question, new_tpl, new_ent, lambda t: _ENTITIES[t][0], _slots_of
         )
         return Dialogue(messages, family, task, slots, tids, split, heldout)
     messages = []
@@ -223,41 +222,6 @@ def _draw(rng: random.Random, family: str, split: str) -> Dialogue:
 
 # share of arithmetic questions whose numbers are outside the world's ranges
 OUT_OF_RANGE_SHARE = 0.15
-# training repair dialogues whose disputed answer ends a longer conversation: a follow-up, or a
-# question after an earlier exchange (the shares the question families have)
-REPAIR_FOLLOWUP_SHARE = 1 / 8
-REPAIR_EARLIER_SHARE = 0.2
-
-
-def _repair_opening(rng: random.Random):
-    """The conversation up to the disputed question of a training repair dialogue, or None (a
-    single question, drawn by conversation.repair_dialogue).
-
-    A complaint disputes the last answer: after a follow-up ("And for Spain?" "Madrid." "That is
-    not right.") the right answer is the follow-up's, and after an unrelated earlier exchange the
-    earlier answer is not the one in question. With single-question repairs only, the model
-    restated the wrong answer or changed a right one in those conversations (the kept-right rate
-    is measured on every question family, follow-ups and earlier exchanges included). Held-out
-    splits keep the single-question repairs, so their dialogues, and the report card, stay as
-    they were.
-
-    Returns:
-        (messages ending with the question's user turn, task, slots, template ids), or None.
-    """
-    r = rng.random()
-    if r < REPAIR_FOLLOWUP_SHARE:
-        messages, task, slots, tids, _ = _draw_followup(rng, False, False)
-        return messages[:-1], task, slots, tids
-    if r < REPAIR_FOLLOWUP_SHARE + REPAIR_EARLIER_SHARE:
-        text0, task0, _, slots0, tid0 = _question(rng, None, False)
-        text, task, _, slots, tid = _question(rng, None, False)
-        messages: list[Message] = [
-            {"role": "user", "content": text0},
-            {"role": "assistant", "content": answer_for(Parse(task0, slots0))},
-            {"role": "user", "content": conversation.open_with_greeting(rng, text)},
-        ]
-        return messages, task, slots, (tid0, tid)
-    return None
 
 
 def _out_of_range_problem(rng: random.Random) -> tuple[str, int, int]:

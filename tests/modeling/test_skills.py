@@ -363,18 +363,12 @@ def test_a_complaint_asks_the_previous_question_again(complaint):
 
 def test_repair_dialogues_hide_their_wrong_replies_from_the_loss(corpus):
     repairs = [d for d in corpus["train"] if d.family == "repair"]
-    # the disputed reply is the one before the complaint (in training a repair may open with an
-    # earlier exchange or a follow-up)
-    wrong = [d for d in repairs if d.messages[-3]["content"] != d.answer]
-    right = [d for d in repairs if d.messages[-3]["content"] == d.answer]
+    wrong = [d for d in repairs if d.messages[1]["content"] != d.answer]
+    right = [d for d in repairs if d.messages[1]["content"] == d.answer]
     assert wrong
     assert right
-    assert all(d.messages[-3]["weight"] == 0 for d in wrong)
-    assert all("weight" not in d.messages[-3] for d in right)
-    assert all(m.get("weight", 1) == 1 for d in repairs for m in d.messages[:-3])
-    longer = [d for d in repairs if len(d.messages) > 4]
-    assert 0.2 < len(longer) / len(repairs) < 0.5
-    assert all(len(d.messages) == 4 for d in corpus["test"] + corpus["ood"] if d.family == "repair")
+    assert all(d.messages[1]["weight"] == 0 for d in wrong)
+    assert all("weight" not in d.messages[1] for d in right)
 
 
 def test_ood_holds_out_conversational_phrasings_and_never_puts_held_out_countries_in_refusals(
