@@ -316,6 +316,13 @@ def session_cookie(user) -> str:
     return session.session_key
 
 
+def _done_if_final(message: dict, watch: int | None) -> dict | None:
+    """A `done` frame for reply `watch` when `message` is that reply in a final state."""
+    if message["id"] != watch or message["status"] in ("queued", "streaming"):
+        return None
+    return {"type": "done", "message_id": message["id"], **message}
+
+
 class ChatClient:
     """The chat page's side of the websocket: send a turn, assemble its reply from `delta`,
     `message` and `done` frames, reconnect and resubscribe (the server resends the row)."""
@@ -372,14 +379,11 @@ class ChatClient:
                 message = frame["message"]
                 self.text[message["id"]] = message["content"]
                 self.seq[message["id"]] = message["last_seq"]
-                if message["status"] not in ("queued", "streaming"):
-                    # the reply ended before this socket joined its conversation (a fast
-                    # worker): the accepted frame is its only news, as on the page
-                    self.finished[message["id"]] = {
-                        "type": "done",
-                        "message_id": message["id"],
-                        **message,
-                    }
+                # the reply may have ended before this socket joined its conversation (a
+                # fast worker): the accepted frame is then its only news, as on the page
+                done = _done_if_final(message, message["id"])
+                if done is not None:
+                    self.finished[message["id"]] = done
                 return message["id"]
             if frame["type"] == "error":
                 raise RuntimeError(f"turn refused: {frame}")
@@ -403,16 +407,14 @@ class ChatClient:
             message = frame["message"]
             self.text[message["id"]] = message["content"]
             self.seq[message["id"]] = message["last_seq"]
-            if message["id"] == watch and message["status"] not in ("queued", "streaming"):
-                return {"type": "done", "message_id": message["id"], **message}
+            return _done_if_final(message, watch)
         elif kind == "conversation":
             done = None
             for message in frame["messages"]:
                 if message["role"] == "assistant":
                     self.text[message["id"]] = message["content"]
                     self.seq[message["id"]] = message["last_seq"]
-                    if message["id"] == watch and message["status"] not in ("queued", "streaming"):
-                        done = {"type": "done", "message_id": message["id"], **message}
+                    done = done or _done_if_final(message, watch)
             return done
         elif kind == "done":
             self.text[frame["message_id"]] = frame["content"]

@@ -191,9 +191,9 @@ def _generate(message_id: int) -> dict:
         # Tell the watchers while the engine runs the prefill, not before: the push is off the
         # path to the first token. Every delta is pushed after this, from this thread.
         replies.push(message.conversation_id, started)
-        stop = cancel.watcher.watch(message_id, relay.stop_event)
+        cancel.watcher.watch(message_id, relay.stop_event)
         try:
-            relay.stream(handle, stop.is_set, engine)
+            relay.stream(handle, engine)
         finally:
             cancel.watcher.unwatch(message_id)
         return {"message_id": message_id, "status": relay.status}
@@ -348,7 +348,7 @@ class Relay:
             metrics.INTER_TOKEN_LATENCY.observe(max(0.0, event.time - self._last_token_time))
         self._last_token_time = event.time
 
-    def stream(self, handle, is_cancelled, engine=None) -> None:
+    def stream(self, handle, engine=None) -> None:
         from modeling.engine import Finished
         from webchat.chat import replies
         from webchat.chat.validation import storable_text
@@ -360,9 +360,10 @@ class Relay:
             # every wake-up of one of 32 task threads takes the GIL from the engine's loop. A
             # Stop needs no poll here: the watcher sets self._cancel, which the engine reads
             # every step (the request's should_cancel).
+            interval = flush_interval(engine)
             wait = IDLE_WAIT_S
             if self.pending:
-                due = last_flush + flush_interval(engine) - time.monotonic()
+                due = last_flush + interval - time.monotonic()
                 wait = min(wait, max(0.005, due))
             event = handle.get(timeout=wait)
             now = time.monotonic()
@@ -371,9 +372,8 @@ class Relay:
                 if engine is not None:
                     metrics.REQUESTS_RUNNING.set(engine.num_running)
                     metrics.REQUESTS_WAITING.set(engine.num_waiting)
-                if not self._cancel.is_set() and (self.cancel_requested() or is_cancelled()):
-                    self._cancel.set()
-                    handle.cancel()
+                if not self._cancel.is_set() and self.cancel_requested():
+                    handle.cancel()  # the time limit passed
             if event is None:
                 waiting = handle.queue_position()
                 if waiting and waiting != position:
@@ -392,7 +392,7 @@ class Relay:
             if self.pending and (
                 self.seq == 0  # the first text goes out at once: time to first token matters
                 or self.pending_tokens >= FLUSH_TOKENS
-                or now - last_flush >= flush_interval(engine)
+                or now - last_flush >= interval
             ):
                 if self.flush():  # a saved flush is a heartbeat too (it sets heartbeat_at)
                     last_beat = now
